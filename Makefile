@@ -1,0 +1,31 @@
+# Two entry points for a fresh machine: `make demo` and `make test` (each installs what it needs first).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+RECIPE ?= recipes/demo-cpu.yaml
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-nodeps.txt | sha256sum | cut -c1-12)
+
+.PHONY: setup demo test lint
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-nodeps.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
+	# the sandbox (verify.py, evaluate.py) runs every sample under bubblewrap
+	if ! command -v bwrap >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null; \
+	  else echo "note: install bubblewrap (sudo apt-get install bubblewrap) for the sandbox"; fi; fi
+	touch $(STAMP)
+
+demo: setup
+	$(PY) build_seeds.py --config $(RECIPE)
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/pyright

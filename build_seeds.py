@@ -1,0 +1,204 @@
+"""Stage 1: mine seed functions from real code.
+
+source files -> documented top-level functions (ast) -> self-contained with their imports -> no banned
+imports or TODO/FIXME/bug markers -> benchmark decontamination -> pyright clean -> MinHash near-dedup ->
+docstring judged sufficient by the model itself -> seeds dataset.
+
+    python build_seeds.py --config recipes/demo-cpu.yaml [--max_seeds 50] [--push_to_hub org/name]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from dataclasses import dataclass, field
+
+from selfalign.config import as_dict, parse_args
+from selfalign.decontam import Decontaminator
+from selfalign.dedup import near_duplicates
+from selfalign.errors import fail, run_main
+from selfalign.funnel import Funnel, log, progress, setup_logging
+from selfalign.io import StageRun
+from selfalign.judge import EXAMPLES_FILE, DocstringJudge
+from selfalign.pysource import DEFAULT_BANNED_IMPORTS, extract_seeds
+from selfalign.sources import SourceSpec, describe, iter_chunks
+from selfalign.typecheck import CONFIG as PYRIGHT_CONFIG
+from selfalign.typecheck import TypeCheckStats, typecheck
+
+STAGE = "seeds"
+
+
+@dataclass
+class SeedArguments:
+    source: str = field(default="stdlib", metadata={"help": "`stdlib`, a directory of .py files, or a dataset."})
+    code_column: str = "content"
+    path_column: str | None = "path"
+    license_column: str | None = None
+    source_license: str | None = field(default=None, metadata={"help": "Licence of a source without a column."})
+    source_data_dir: str | None = field(default=None, metadata={"help": "e.g. data/python for the-stack-dedup."})
+    max_files: int | None = field(default=None, metadata={"help": "Read at most this many source files."})
+    files_per_chunk: int = field(default=100, metadata={"help": "Unit of resumable work."})
+    max_lines: int = 150
+    banned_imports: list[str] = field(default_factory=lambda: list(DEFAULT_BANNED_IMPORTS))
+    pyright_batch_size: int = 250
+    pyright_timeout: float = 180.0
+    decontaminate: list[str] = field(default_factory=lambda: ["humaneval", "mbpp"])
+    decontam_min_chars: int = 24
+    dedup_threshold: float = 0.5
+    dedup_num_perm: int = 128
+    dedup_ngram: int = 5
+    max_seeds: int | None = field(default=None, metadata={"help": "Judge at most this many (a seeded sample)."})
+    judge: str = field(default="model", metadata={"help": "`model` (the docstring judge) or `none`."})
+    model_name_or_path: str = "smollm2-135m-instruct"
+    judge_order: str = field(default="fixed", metadata={"help": "`fixed` (cached prefix) or `shuffled`."})
+    judge_batch_size: int = 8
+    judge_chunk_size: int = 16
+    judge_threshold: float = field(default=0.5, metadata={"help": "Keep seeds with calibrated P(Yes) >= this."})
+
+
+def seed_id(content: str) -> str:
+    return hashlib.sha256(content.encode()).hexdigest()[:16]
+
+
+def extract_chunk(docs, args: SeedArguments, decontam: Decontaminator, funnel: Funnel) -> list[dict]:
+    """Functions of one chunk of files that pass every static check and pyright."""
+    candidates = []
+    for doc in docs:
+        funnel.count("source files")
+        try:
+            found = list(extract_seeds(doc.text, max_lines=args.max_lines, banned_imports=args.banned_imports))
+        except (SyntaxError, ValueError, RecursionError):
+            funnel.count("source files that do not parse")
+            continue
+        for seed, reason in found:
+            funnel.rows_in += 1
+            if seed is None:
+                funnel.drop(reason)
+                continue
+            contaminated = decontam.match(seed.content)
+            if contaminated:
+                funnel.drop("benchmark contamination")
+                log.info("decontamination: %s:%s matches %s", doc.path, seed.name, contaminated)
+                continue
+            candidates.append({
+                "seed_id": seed_id(seed.content), "name": seed.name, "content": seed.content,
+                "function": seed.function, "imports": list(seed.imports), "docstring": seed.docstring,
+                "source": doc.source, "path": doc.path, "lineno": seed.lineno, "license": doc.license,
+            })
+    stats = TypeCheckStats()
+    verdicts = typecheck([c["content"] for c in candidates], batch_size=args.pyright_batch_size,
+                         timeout=args.pyright_timeout, stats=stats)
+    funnel.count("pyright processes", stats.processes)
+    funnel.count("pyright batches split after a crash", stats.failed_batches)
+    kept = []
+    for row, verdict in zip(candidates, verdicts, strict=True):
+        if verdict is None:
+            kept.append(row)
+        else:
+            funnel.drop("pyright crash" if verdict.startswith("pyright failed") else "pyright error")
+    return kept
+
+
+def main() -> None:
+    setup_logging()
+    run_args, args = parse_args("build_seeds", SeedArguments)
+    if args.judge not in ("model", "none"):
+        fail(f"--judge must be `model` or `none`, not {args.judge!r}")
+    source = SourceSpec(args.source, args.code_column, args.path_column, args.license_column,
+                        args.source_license, args.source_data_dir, args.max_files)
+    inputs: dict = {"source": describe(source)}
+    if args.judge == "model":
+        from selfalign.models import resolve_model
+
+        inputs["judge_model"] = resolve_model(args.model_name_or_path).to_dict()
+    stage = StageRun(STAGE, "build_seeds.py", run_args, as_dict(run_args, args), inputs)
+    if not stage.open():
+        log.info("%s is complete (version %s); nothing to do", stage.dir, stage.version)
+        return
+    funnel = Funnel(STAGE)
+
+    # 1. extraction, decontamination and pyright, chunk by chunk (resumable, sharded by chunk number)
+    decontam = Decontaminator(tuple(args.decontaminate), args.decontam_min_chars)
+    chunk_ids = []
+    for chunk, docs in progress(iter_chunks(source, args.files_per_chunk), "extract+pyright", unit="chunk"):
+        chunk_ids.append(chunk)
+        if stage.done("extract", chunk) or not stage.is_mine(chunk):
+            continue
+        started, part = time.time(), Funnel(STAGE)
+        rows = extract_chunk(docs, args, decontam, part)
+        part.seconds = time.time() - started
+        stage.write_part("extract", chunk, rows, part)
+    if not chunk_ids:
+        fail(f"source {args.source} yielded no files")
+    if waiting := stage.missing("extract", chunk_ids):
+        log.info("shard %d done; %d extract chunks remain for other shards", run_args.shard_index, len(waiting))
+        return
+    candidates = stage.read_parts("extract", chunk_ids, funnel)
+    for note in decontam.notes():
+        funnel.note(note)
+
+    # 2. near-duplicates (global, deterministic), then the optional cap on how many seeds to judge
+    started = time.time()
+    duplicate_of = near_duplicates([c["content"] for c in candidates], args.dedup_threshold,
+                                   args.dedup_num_perm, args.dedup_ngram)
+    unique = [c for c, dup in zip(candidates, duplicate_of, strict=True) if dup is None]
+    funnel.drop("near-duplicate (MinHash)", len(candidates) - len(unique))
+    if args.max_seeds is not None and len(unique) > args.max_seeds:
+        funnel.drop(f"over the cap max_seeds={args.max_seeds}", len(unique) - args.max_seeds)
+        unique = random.Random(run_args.seed).sample(unique, args.max_seeds)
+    funnel.seconds += time.time() - started
+    if not unique:
+        fail("no seed survived extraction and filtering: nothing to judge or write")
+
+    # 3. the docstring judge, in small resumable chunks
+    judge_chunks = list(range(0, len(unique), args.judge_chunk_size))
+    model_info = None
+    if args.judge == "model":
+        from selfalign.models import TransformersBackend
+
+        model_info = inputs["judge_model"]
+        todo = stage.mine(c for c in judge_chunks if not stage.done("judge", c))
+        if todo:
+            backend = TransformersBackend(args.model_name_or_path)
+            judge = DocstringJudge(backend, args.judge_order, run_args.seed, args.judge_batch_size)
+            baseline = judge.content_free_p_yes()
+            for start in progress(todo, "docstring judge", unit="chunk"):
+                rows = unique[start : start + args.judge_chunk_size]
+                started, part = time.time(), Funnel(STAGE)
+                tokens_before, seconds_before = backend.tokens, backend.seconds
+                scores = judge.p_yes([r["function"] for r in rows], [r["seed_id"] for r in rows])
+                kept = []
+                for row, p_yes in zip(rows, scores, strict=True):
+                    calibrated = judge.calibrate(p_yes, baseline)
+                    if calibrated >= args.judge_threshold:
+                        kept.append({**row, "judge_p_yes": round(p_yes, 4), "judge_score": round(calibrated, 4)})
+                    else:
+                        part.drop("docstring judged insufficient")
+                part.tokens, part.model_seconds = backend.tokens - tokens_before, backend.seconds - seconds_before
+                part.seconds = time.time() - started
+                stage.write_part("judge", start, kept, part)
+        if waiting := stage.missing("judge", judge_chunks):
+            log.info("shard %d done; %d judge chunks remain for other shards", run_args.shard_index, len(waiting))
+            return
+        seeds = stage.read_parts("judge", judge_chunks, funnel)
+    else:
+        funnel.note("docstring judge skipped (--judge none)")
+        seeds = [{**row, "judge_p_yes": None, "judge_score": None} for row in unique]
+
+    checks = "parsed; documented; returns a value; no banned import or marker; not in a benchmark; " \
+             "pyright clean; no near-duplicate kept before it" + ("; docstring judged sufficient"
+                                                                  if args.judge == "model" else "")
+    seeds = [{**row, "kept_because": checks} for row in seeds]
+    stage.finalize(seeds, funnel, model=model_info, prompt_files=[EXAMPLES_FILE, PYRIGHT_CONFIG],
+                   license="other",
+                   description="Seed functions for self-alignment: documented, self-contained, type-checked "
+                               f"Python functions from `{args.source}`, each kept because: {checks}.")
+    print(funnel.render_text())
+    print(f"seeds: {len(seeds)} rows in {stage.dir}")
+    if run_args.push_to_hub:
+        stage.push(run_args.push_to_hub)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,109 @@
+"""Arguments: dataclasses parsed by TRL's `TrlParser` from a sectioned YAML recipe plus CLI overrides.
+
+A recipe serves a whole run, so it is sectioned: `common:` holds values several stages share (run name,
+model, seed), and one section per stage (`build_seeds:`, `gen_instructions:`, ...) holds that stage's own.
+A stage takes the `common` keys it knows and must know every key of its own section; the command line
+overrides both. An `env:` mapping is exported as environment variables, as TrlParser does.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from selfalign.errors import fail
+
+
+@dataclass
+class RunArguments:
+    """What every stage shares: where data comes from and goes, sharding, seed and publishing."""
+
+    run_name: str = field(default="demo-cpu", metadata={"help": "Names the run; outputs go to data/<run_name>/<stage>."})
+    input: str | None = field(
+        default=None,
+        metadata={"help": "Previous stage's output: a local directory or file, or a Hub id `org/name[@revision]`."},
+    )
+    output_dir: str | None = field(default=None, metadata={"help": "Defaults to data/<run_name>/<stage>."})
+    overwrite: bool = field(default=False, metadata={"help": "Discard an existing output made with other arguments."})
+    push_to_hub: str | None = field(
+        default=None, metadata={"help": "Also publish to this Hub dataset repo, on a branch named after the stage."}
+    )
+    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+    shard_index: int = field(default=0, metadata={"help": "Which shard of the work this process does."})
+    num_shards: int = field(default=1, metadata={"help": "How many processes split the work."})
+    seed: int = field(default=42, metadata={"help": "Seed for every random choice of the stage."})
+
+    def stage_output_dir(self, stage: str) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path("data") / self.run_name / stage
+
+
+def _pop_config_path(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--config":
+            if i + 1 >= len(argv):
+                fail("--config needs a path to a YAML recipe")
+            path = argv[i + 1]
+            del argv[i : i + 2]
+            return path
+        if arg.startswith("--config="):
+            del argv[i]
+            return arg.split("=", 1)[1]
+    return None
+
+
+def load_recipe(path: str, stage: str) -> dict[str, Any]:
+    """The recipe's `common` and `<stage>` sections merged (stage wins); `env` is exported."""
+    recipe_path = Path(path)
+    if not recipe_path.is_file():
+        fail(f"recipe not found: {path}")
+    try:
+        recipe = yaml.safe_load(recipe_path.read_text()) or {}
+    except yaml.YAMLError as err:
+        fail(f"recipe {path} is not valid YAML: {str(err).splitlines()[0]}")
+    if not isinstance(recipe, dict):
+        fail(f"recipe {path} must be a YAML mapping of sections")
+    for key, value in (recipe.get("env") or {}).items():
+        os.environ[str(key)] = str(value)
+    common, own = recipe.get("common") or {}, recipe.get(stage) or {}
+    if not isinstance(common, dict) or not isinstance(own, dict):
+        fail(f"recipe {path}: sections `common` and `{stage}` must be mappings")
+    return {"__common__": common, "__stage__": own}
+
+
+def parse_args(stage: str, *dataclass_types: type, argv: list[str] | None = None) -> tuple[Any, ...]:
+    """Parse `RunArguments` plus the stage's dataclasses from `--config recipe.yaml` and the command line."""
+    from trl import TrlParser
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = TrlParser(dataclass_types=[RunArguments, *dataclass_types])  # pyright: ignore[reportArgumentType]
+    config_path = _pop_config_path(args)
+    if config_path:
+        sections = load_recipe(config_path, stage)
+        known = {action.dest for action in parser._actions}
+        defaults = {k: v for k, v in sections["__common__"].items() if k in known}
+        defaults.update(sections["__stage__"])
+        unknown = parser.set_defaults_with_config(**defaults)
+        if unknown:
+            names = [s.lstrip("-") for s in unknown if s.startswith("--")]
+            fail(f"recipe {config_path}, section `{stage}`: unknown argument(s) {', '.join(names)}")
+    return tuple(parser.parse_args_into_dataclasses(args=args))
+
+
+def as_dict(*parsed: Any) -> dict[str, Any]:
+    """Resolved arguments of all dataclasses, for provenance (JSON-safe values only)."""
+    out: dict[str, Any] = {}
+    for obj in parsed:
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            if isinstance(value, Path):
+                value = str(value)
+            if value is None or isinstance(value, str | int | float | bool | list | dict):
+                out[f.name] = value
+            else:
+                out[f.name] = str(value)
+    return out

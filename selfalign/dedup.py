@@ -1,0 +1,109 @@
+"""Near-duplicate removal with MinHash + LSH (datasketch), signatures computed in bulk with numpy.
+
+The signatures are exactly datasketch's (`MinHash(num_perm, seed)` fed with `update` per shingle, default
+"affine32" scheme: sha1-32 of the shingle, MurmurHash3 finaliser, affine permutation mod 2^32), so our
+clusters equal those of the naive per-document loop (benchmarks/bench_seeds.py checks it); only the work
+is batched: each distinct shingle is hashed once, and one numpy expression permutes every shingle of many
+documents at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+from collections.abc import Sequence
+
+import numpy as np
+from datasketch import MinHash, MinHashLSH
+
+TOKEN = re.compile(r"\w+")
+_FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))
+
+
+def shingles(text: str, ngram: int) -> list[str]:
+    """Word n-grams; a text shorter than n words is one shingle (none if it has no word)."""
+    tokens = TOKEN.findall(text)
+    if len(tokens) <= ngram:
+        return [" ".join(tokens)] if tokens else []
+    return [" ".join(tokens[i : i + ngram]) for i in range(len(tokens) - ngram + 1)]
+
+
+def _sha1_32(shingle: str) -> int:
+    return struct.unpack("<I", hashlib.sha1(shingle.encode("utf-8")).digest()[:4])[0]
+
+
+def _fmix32(hv: np.ndarray) -> np.ndarray:
+    s1, m1, s2, m2, s3 = _FMIX32
+    hv = hv ^ (hv >> s1)
+    hv = hv * m1
+    hv = hv ^ (hv >> s2)
+    hv = hv * m2
+    return hv ^ (hv >> s3)
+
+
+class MinHasher:
+    def __init__(self, num_perm: int = 128, ngram: int = 5, seed: int = 1) -> None:
+        self.num_perm, self.ngram, self.seed = num_perm, ngram, seed
+        permutations = np.asarray(MinHash(num_perm=num_perm, seed=seed).permutations, dtype=np.uint32)
+        self.a, self.b = permutations[0], permutations[1]
+        self._hashes: dict[str, int] = {}
+
+    def signatures(self, texts: Sequence[str], max_cells: int = 1 << 24) -> list[np.ndarray | None]:
+        """One uint32 signature per text (None for a text with no words)."""
+        out: list[np.ndarray | None] = [None] * len(texts)
+        pending: list[tuple[int, np.ndarray]] = []
+        cells = 0
+        for i, text in enumerate(texts):
+            grams = shingles(text, self.ngram)
+            if not grams:
+                continue
+            hv = np.fromiter((self._hash(g) for g in grams), dtype=np.uint32, count=len(grams))
+            pending.append((i, hv))
+            cells += len(hv) * self.num_perm
+            if cells >= max_cells:
+                self._flush(pending, out)
+                pending, cells = [], 0
+        self._flush(pending, out)
+        return out
+
+    def _hash(self, shingle: str) -> int:
+        value = self._hashes.get(shingle)
+        if value is None:
+            value = self._hashes[shingle] = _sha1_32(shingle)
+        return value
+
+    def _flush(self, pending: list[tuple[int, np.ndarray]], out: list[np.ndarray | None]) -> None:
+        if not pending:
+            return
+        hv = _fmix32(np.concatenate([h for _, h in pending]))
+        with np.errstate(over="ignore"):
+            permuted = hv[:, None] * self.a[None, :] + self.b[None, :]  # wraps mod 2^32, as datasketch
+        starts = np.cumsum([0] + [len(h) for _, h in pending[:-1]])
+        mins = np.minimum.reduceat(permuted, starts, axis=0)
+        for row, (i, _) in enumerate(pending):
+            out[i] = mins[row]
+
+    def minhash(self, signature: np.ndarray) -> MinHash:
+        return MinHash(num_perm=self.num_perm, seed=self.seed, hashvalues=signature, scheme="affine32")
+
+
+def near_duplicates(texts: Sequence[str], threshold: float = 0.5, num_perm: int = 128, ngram: int = 5,
+                    seed: int = 1) -> list[int | None]:
+    """For each text, the index of an earlier kept text it nearly duplicates, or None to keep it.
+
+    Greedy in input order, so the first text of each cluster is kept (deterministic).
+    """
+    hasher = MinHasher(num_perm, ngram, seed)
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    duplicate_of: list[int | None] = [None] * len(texts)
+    for i, signature in enumerate(hasher.signatures(texts)):
+        if signature is None:
+            continue
+        sketch = hasher.minhash(signature)
+        hits = lsh.query(sketch)
+        if hits:
+            duplicate_of[i] = min(int(str(h)) for h in hits)
+        else:
+            lsh.insert(str(i), sketch)
+    return duplicate_of

