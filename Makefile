@@ -25,6 +25,8 @@ demo: setup
 	$(PY) build_seeds.py --config $(RECIPE)
 
 test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pyright
 	$(PY) -m pytest -q
 
 lint: setup

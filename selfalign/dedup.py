@@ -3,8 +3,8 @@
 The signatures are exactly datasketch's (`MinHash(num_perm, seed)` fed with `update` per shingle, default
 "affine32" scheme: sha1-32 of the shingle, MurmurHash3 finaliser, affine permutation mod 2^32), so our
 clusters equal those of the naive per-document loop (benchmarks/bench_seeds.py checks it); only the work
-is batched: each distinct shingle is hashed once, and one numpy expression permutes every shingle of many
-documents at a time.
+is batched: each distinct shingle is hashed once, one numpy expression permutes every shingle of many
+documents at a time, and LSH banding groups all documents per band with one `np.unique`.
 """
 
 from __future__ import annotations
@@ -84,26 +84,37 @@ class MinHasher:
         for row, (i, _) in enumerate(pending):
             out[i] = mins[row]
 
-    def minhash(self, signature: np.ndarray) -> MinHash:
-        return MinHash(num_perm=self.num_perm, seed=self.seed, hashvalues=signature, scheme="affine32")
 
 
 def near_duplicates(texts: Sequence[str], threshold: float = 0.5, num_perm: int = 128, ngram: int = 5,
                     seed: int = 1) -> list[int | None]:
     """For each text, the index of an earlier kept text it nearly duplicates, or None to keep it.
 
-    Greedy in input order, so the first text of each cluster is kept (deterministic).
+    Greedy in input order, so the first text of each cluster is kept (deterministic). The banding is
+    datasketch's `MinHashLSH` (its `b` bands of `r` rows for this threshold), done with numpy: texts sharing
+    any band exactly are candidates, as a `MinHashLSH.query` would return them.
     """
-    hasher = MinHasher(num_perm, ngram, seed)
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    bands, rows = lsh.b, lsh.r
+    signatures = MinHasher(num_perm, ngram, seed).signatures(texts)
+    present = [i for i, sig in enumerate(signatures) if sig is not None]
     duplicate_of: list[int | None] = [None] * len(texts)
-    for i, signature in enumerate(hasher.signatures(texts)):
-        if signature is None:
-            continue
-        sketch = hasher.minhash(signature)
-        hits = lsh.query(sketch)
-        if hits:
-            duplicate_of[i] = min(int(str(h)) for h in hits)
+    if not present:
+        return duplicate_of
+    matrix = np.stack([signatures[i] for i in present])  # type: ignore[misc]
+    groups, shared = [], np.zeros(len(present), dtype=bool)
+    for band in range(bands):
+        block = np.ascontiguousarray(matrix[:, band * rows : (band + 1) * rows])
+        keys = block.view(np.dtype((np.void, block.dtype.itemsize * rows))).ravel()
+        _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        groups.append(inverse.tolist())
+        shared |= counts[inverse] > 1
+    first_kept: list[dict[int, int]] = [{} for _ in range(bands)]
+    for position in np.flatnonzero(shared).tolist():  # a text alone in every band is kept, unqueried
+        candidates = [first_kept[b][groups[b][position]] for b in range(bands) if groups[b][position] in first_kept[b]]
+        if candidates:
+            duplicate_of[present[position]] = present[min(candidates)]
         else:
-            lsh.insert(str(i), sketch)
+            for b in range(bands):
+                first_kept[b].setdefault(groups[b][position], position)
     return duplicate_of

@@ -75,8 +75,10 @@ def iter_documents(source: SourceSpec) -> Iterator[Document]:
         if source.max_files is not None and i >= source.max_files:
             return
         path = str(row.get(source.path_column) or f"row-{i}") if source.path_column else f"row-{i}"
-        license = str(row.get(source.license_column) or "unknown") if source.license_column else (
-            source.license or "unknown")
+        license = source.license or "unknown"
+        if source.license_column:
+            value = row.get(source.license_column)
+            license = ", ".join(map(str, value)) if isinstance(value, list) else str(value or "unknown")
         yield Document(path, str(row.get(source.code_column) or ""), source.spec, license)
 
 

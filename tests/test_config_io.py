@@ -37,7 +37,7 @@ stage_a: {batch_size: 4}
 
 def test_unknown_stage_key_and_missing_recipe_are_one_line_errors(tmp_path):
     recipe = write_recipe(tmp_path, "stage_a: {batch_sise: 4}\n")
-    with pytest.raises(UserError, match="unknown argument.*batch_sise"):
+    with pytest.raises(UserError, match=r"unknown argument.*batch_sise"):
         parse_args("stage_a", StageArgs, argv=["--config", recipe])
     with pytest.raises(UserError, match="recipe not found"):
         parse_args("stage_a", StageArgs, argv=["--config", str(tmp_path / "nope.yaml")])
@@ -49,7 +49,7 @@ def test_load_input_errors(tmp_path):
     os.environ["HF_HUB_OFFLINE"] = "1"
     with pytest.raises(UserError, match="loading it from the Hub failed"):
         load_input("some-org/some-dataset@v1")
-    with pytest.raises(UserError, match="no .parquet/.jsonl/.json data files"):
+    with pytest.raises(UserError, match=r"no \.parquet/\.jsonl/\.json data files"):
         load_input(str(tmp_path))
 
 

@@ -1,5 +1,5 @@
 import numpy as np
-from datasketch import MinHash
+from datasketch import MinHash, MinHashLSH
 
 from selfalign.dedup import MinHasher, near_duplicates, shingles
 
@@ -28,3 +28,32 @@ def test_bulk_signatures_equal_datasketch_per_token_updates():
             naive.update(gram.encode())
         assert signature is not None
         assert np.array_equal(signature, naive.hashvalues)
+
+
+def test_numpy_banding_equals_datasketch_lsh_queries():
+    import random
+
+    from conftest import SAMPLE_MODULES, STDLIB
+
+    texts = []
+    for name in SAMPLE_MODULES:
+        texts += (STDLIB / name).read_text().split("\ndef ")
+    rng = random.Random(0)
+    texts += [t.replace("return", "return  ", 1) + " extra" for t in rng.sample(texts, 20)]  # near copies
+    rng.shuffle(texts)
+    lsh = MinHashLSH(threshold=0.5, num_perm=128)
+    expected: list[int | None] = []
+    for i, text in enumerate(texts):
+        grams = shingles(text, 5)
+        if not grams:
+            expected.append(None)
+            continue
+        sketch = MinHash(num_perm=128)
+        sketch.update_batch([g.encode() for g in grams])
+        hits = lsh.query(sketch)
+        expected.append(min(int(str(h)) for h in hits) if hits else None)
+        if not hits:
+            lsh.insert(str(i), sketch)
+    got = near_duplicates(texts, threshold=0.5)
+    assert got == expected
+    assert sum(d is not None for d in got) >= 20
