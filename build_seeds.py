@@ -131,8 +131,9 @@ def main() -> None:
         stage.write_part("extract", chunk, rows, part)
     if not chunk_ids:
         fail(f"source {args.source} yielded no files")
+    stage.barrier()
     if waiting := stage.missing("extract", chunk_ids):
-        log.info("shard %d done; %d extract chunks remain for other shards", run_args.shard_index, len(waiting))
+        log.info("shard %d done; %d extract chunks remain for other shards", stage.shard_index, len(waiting))
         return
     candidates = stage.read_parts("extract", chunk_ids, funnel)
     for note in decontam.notes():
@@ -151,46 +152,32 @@ def main() -> None:
     if not unique:
         fail("no seed survived extraction and filtering: nothing to judge or write")
 
-    # 3. the docstring judge, in small resumable chunks
-    judge_chunks = list(range(0, len(unique), args.judge_chunk_size))
-    model_info = None
-    if args.judge == "model":
-        from selfalign.models import TransformersBackend
+    # 3. the docstring judge, in small resumable chunks (the model loads only if a chunk is left to judge)
+    judge = DocstringJudge(args.model_name_or_path, args.judge_order, run_args.seed, args.judge_batch_size)
 
-        model_info = inputs["judge_model"]
-        todo = stage.mine(c for c in judge_chunks if not stage.done("judge", c))
-        if todo:
-            backend = TransformersBackend(args.model_name_or_path)
-            judge = DocstringJudge(backend, args.judge_order, run_args.seed, args.judge_batch_size)
-            baseline = judge.content_free_p_yes()
-            for start in progress(todo, "docstring judge", unit="chunk"):
-                rows = unique[start : start + args.judge_chunk_size]
-                started, part = time.time(), Funnel(STAGE)
-                tokens_before, seconds_before = backend.tokens, backend.seconds
-                scores = judge.p_yes([r["function"] for r in rows], [r["seed_id"] for r in rows])
-                kept = []
-                for row, p_yes in zip(rows, scores, strict=True):
-                    calibrated = judge.calibrate(p_yes, baseline)
-                    if calibrated >= args.judge_threshold:
-                        kept.append({**row, "judge_p_yes": round(p_yes, 4), "judge_score": round(calibrated, 4)})
-                    else:
-                        part.drop("docstring judged insufficient")
-                part.tokens, part.model_seconds = backend.tokens - tokens_before, backend.seconds - seconds_before
-                part.seconds = time.time() - started
-                stage.write_part("judge", start, kept, part)
-        if waiting := stage.missing("judge", judge_chunks):
-            log.info("shard %d done; %d judge chunks remain for other shards", run_args.shard_index, len(waiting))
+    def judge_chunk(rows: list[dict], part: Funnel) -> list[dict]:
+        scores = judge.score([r["function"] for r in rows], [r["seed_id"] for r in rows])
+        kept = [{**row, "judge_p_yes": round(p_yes, 4), "judge_score": round(calibrated, 4)}
+                for row, (p_yes, calibrated) in zip(rows, scores, strict=True) if calibrated >= args.judge_threshold]
+        part.drop("docstring judged insufficient", len(rows) - len(kept))
+        return kept
+
+    if args.judge == "model":
+        if not stage.map_chunks("judge", unique, args.judge_chunk_size, judge_chunk, desc="docstring judge",
+                                backend=judge):
             return
-        seeds = stage.read_parts("judge", judge_chunks, funnel)
+        seeds = stage.read_parts("judge", range(0, len(unique), args.judge_chunk_size), funnel)
     else:
         funnel.note("docstring judge skipped (--judge none)")
         seeds = [{**row, "judge_p_yes": None, "judge_score": None} for row in unique]
+    if not stage.finalizer:
+        return
 
     checks = "parsed; documented; returns a value; no banned import or marker; not in a benchmark; " \
              "pyright clean; no near-duplicate kept before it" + ("; docstring judged sufficient"
                                                                   if args.judge == "model" else "")
     seeds = [{**row, "kept_because": checks} for row in seeds]
-    stage.finalize(seeds, funnel, model=model_info, prompt_files=[EXAMPLES_FILE, PYRIGHT_CONFIG],
+    stage.finalize(seeds, funnel, model=inputs.get("judge_model"), prompt_files=[EXAMPLES_FILE, PYRIGHT_CONFIG],
                    license="other",
                    description="Seed functions for self-alignment: documented, self-contained, type-checked "
                                f"Python functions from `{args.source}`, each kept because: {checks}.")

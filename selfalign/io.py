@@ -19,8 +19,9 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -29,6 +30,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm.auto import tqdm
 
 from selfalign.config import RunArguments
 from selfalign.errors import fail
@@ -176,6 +178,23 @@ class StageRun:
         self.started = time.time()
         if not 0 <= run_args.shard_index < run_args.num_shards:
             fail(f"--shard_index must be in [0, {run_args.num_shards}), got {run_args.shard_index}")
+        # under `accelerate launch`/torchrun every process is a shard of its own (within --shard_index)
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.num_shards = run_args.num_shards * self.world
+        self.shard_index = run_args.shard_index * self.world + self.rank
+
+    def barrier(self) -> None:
+        """Wait for every process of an `accelerate launch` (a no-op for a single process)."""
+        if self.world > 1:
+            from accelerate import PartialState
+
+            PartialState().wait_for_everyone()
+
+    @property
+    def finalizer(self) -> bool:
+        """Whether this process writes the final output (one per launch; any shard of a cluster)."""
+        return self.rank == 0
 
     # -- lifecycle
 
@@ -206,7 +225,7 @@ class StageRun:
         return [c for c in chunks if self.is_mine(c)]
 
     def is_mine(self, chunk: int) -> bool:
-        return chunk % self.run_args.num_shards == self.run_args.shard_index
+        return chunk % self.num_shards == self.shard_index
 
     def _part(self, phase: str, chunk: int, suffix: str) -> Path:
         return self.dir / "parts" / phase / f"{chunk:06d}{suffix}"
@@ -232,6 +251,37 @@ class StageRun:
             if funnel is not None:
                 funnel.add(json.loads(self._part(phase, chunk, ".json").read_text()))
         return rows
+
+    def map_chunks(self, phase: str, rows: Sequence[Any], chunk_size: int,
+                   process: Callable[[list[Any], Funnel], list[dict[str, Any]]], *, desc: str,
+                   backend: Any = None) -> bool:
+        """Run `process` on each of this shard's unfinished chunks of `rows` (chunk = start index), saving
+        each as a part with its funnel (time, and model tokens when `backend` has `stats`). Returns True
+        once every chunk of every shard is done, after waiting for the other processes of a launch."""
+        starts = list(range(0, len(rows), chunk_size))
+        todo = [s for s in starts if self.is_mine(s) and not self.done(phase, s)]
+        bar = tqdm(total=sum(len(rows[s : s + chunk_size]) for s in todo), desc=desc, unit="row",
+                   mininterval=0.2 if sys.stderr.isatty() else 10.0, file=sys.stderr)
+        for start in todo:
+            part, started = Funnel(self.stage), time.time()
+            stats = getattr(backend, "stats", None)  # None until a lazily loaded model is loaded
+            tokens0, seconds0 = (stats.tokens, stats.seconds) if stats else (0, 0.0)
+            chunk = list(rows[start : start + chunk_size])
+            out = process(chunk, part)
+            stats = getattr(backend, "stats", None)
+            if stats:
+                part.tokens, part.model_seconds = stats.tokens - tokens0, stats.seconds - seconds0
+                bar.set_postfix_str(f"{part.tokens / max(part.model_seconds, 1e-9):.0f} tok/s", refresh=False)
+            part.seconds = time.time() - started
+            self.write_part(phase, start, out, part)
+            bar.update(len(chunk))
+        bar.close()
+        self.barrier()
+        waiting = self.missing(phase, starts)
+        if waiting:
+            log.info("shard %d/%d done; %d %s chunks remain for other shards: run again once they finish",
+                     self.shard_index, self.num_shards, len(waiting), phase)
+        return not waiting
 
     # -- final output
 

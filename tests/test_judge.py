@@ -5,9 +5,9 @@ import json
 import pytest
 from conftest import ROOT, run_script
 
+from selfalign.backends import TransformersBackend
 from selfalign.io import load_input
 from selfalign.judge import DocstringJudge
-from selfalign.models import TransformersBackend
 
 pytestmark = pytest.mark.slow
 

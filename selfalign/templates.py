@@ -1,0 +1,193 @@
+"""Prompts and output parsers of the generation stages: S→C (seed → concepts), C→I (concepts → instruction),
+I→R (instruction → response with tests).
+
+Each prompt exists in two renderings of the same few-shot examples: completion-style text for base models
+(examples separated by `### ` headers; generation stops at the next header, as in the original) and chat
+messages for instruction-tuned models (each example a user/assistant turn pair). The examples are data files
+in `selfalign/prompts/`, hashed into every dataset card.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PROMPTS = Path(__file__).parent / "prompts"
+SCI_FILE = PROMPTS / "sci_examples.jsonl"
+RESPONSE_FILE = PROMPTS / "response_examples.jsonl"
+CATEGORIES = ("function implementation", "class implementation", "program implementation")
+DIFFICULTIES = ("easy", "medium", "hard")
+HEADER_STOP = ("\n### ",)
+
+Message = dict[str, str]
+Prompt = str | list[Message]
+
+
+def load_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def row_rng(seed: int, key: str) -> random.Random:
+    """A random generator that depends only on the run's seed and the row: stable under resume and sharding."""
+    return random.Random(int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:16], 16))
+
+
+def stable_id(*parts: object) -> str:
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:16]
+
+
+def looks_looping(text: str) -> bool:
+    """Degenerate repetition: a non-trivial line said 3+ times, or text that compresses far too well."""
+    lines = [ln.strip() for ln in text.splitlines() if len(ln.strip()) > 12]
+    if lines and max(lines.count(ln) for ln in set(lines)) >= 3:
+        return True
+    data = text.encode()
+    return len(data) > 400 and len(zlib.compress(data)) / len(data) < 0.18
+
+
+def _fence(code: str) -> str:
+    return f"```python\n{code.strip()}\n```"
+
+
+def _bullets(items: Sequence[str]) -> str:
+    return "\n".join(f"- {item}" for item in items)
+
+
+def _few_shot(system: str, shots: Sequence[tuple[str, str]], query: str, chat: bool) -> Prompt:
+    """Either chat turns, or `### ` text blocks where each user part ends with the answer's header."""
+    if chat:
+        messages = [{"role": "system", "content": system}]
+        for user, assistant in shots:
+            messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+        return [*messages, {"role": "user", "content": query}]
+    return system + "\n\n" + "".join(f"{user}\n{assistant}\n\n" for user, assistant in shots) + query + "\n"
+
+
+# ---------------------------------------------------------------- S→C
+
+SC_SYSTEM = ("Extract the key programming concepts that a Python snippet demonstrates, as a short bulleted list "
+             "of 3 to 7 noun phrases.")
+
+
+def sc_prompt(seed: str, examples: Sequence[dict[str, Any]], chat: bool) -> Prompt:
+    def ask(code: str) -> str:
+        return f"### Snippet\n{_fence(code)}\n### Concepts" if not chat else f"Snippet:\n{_fence(code)}\nConcepts?"
+
+    shots = [(ask(ex["seed"]), _bullets(ex["concepts"])) for ex in examples]
+    return _few_shot(SC_SYSTEM, shots, ask(seed), chat)
+
+
+def parse_concepts(text: str, finish_reason: str) -> tuple[list[str] | None, str]:
+    """The concept list, or None and why not."""
+    if finish_reason == "length":
+        return None, "truncated"
+    if not text.strip():
+        return None, "empty"
+    if looks_looping(text):
+        return None, "looping"
+    items = []
+    for line in text.strip().splitlines():
+        match = re.match(r"^\s*(?:[-*•]|\d+[.)])\s+(.+?)\s*$", line)
+        if match:
+            items.append(match.group(1).strip().rstrip(".").strip("`*"))
+    items = [i for i in dict.fromkeys(items) if 2 <= len(i) <= 100]
+    if not items:
+        return None, "no concept list"
+    return items[:8], "ok"
+
+
+# ---------------------------------------------------------------- C→I
+
+CI_SYSTEM = ("Write one self-contained Python coding task that exercises the given concepts, of the given category "
+             "and difficulty. State the function or class names and signatures, inputs, outputs and edge cases, "
+             "with an example. Use the standard library only; no files, network or user input.")
+
+
+def ci_prompt(concepts: Sequence[str], category: str, difficulty: str, examples: Sequence[dict[str, Any]],
+              chat: bool, language: str = "Python") -> Prompt:
+    def ask(items: Sequence[str], cat: str, diff: str) -> str:
+        props = f"category: {cat}\nlanguage: {language}\ndifficulty: {diff}\nconcepts: {', '.join(items)}"
+        return f"### Properties\n{props}\n### Instruction" if not chat else f"Properties:\n{props}\nInstruction?"
+
+    shots = [(ask(ex["concepts"], ex["category"], ex["difficulty"]), ex["instruction"]) for ex in examples]
+    return _few_shot(CI_SYSTEM, shots, ask(concepts, category, difficulty), chat)
+
+
+def parse_instruction(text: str, finish_reason: str, min_words: int = 12,
+                      max_words: int = 400) -> tuple[str | None, str]:
+    if finish_reason == "length":
+        return None, "truncated"
+    instruction = text.strip()
+    if instruction.lower().startswith("instruction:"):
+        instruction = instruction.split(":", 1)[1].strip()
+    if not instruction:
+        return None, "empty"
+    if looks_looping(instruction):
+        return None, "looping"
+    words = len(instruction.split())
+    if words < min_words:
+        return None, "too short"
+    if words > max_words:
+        return None, "too long"
+    return instruction, "ok"
+
+
+# ---------------------------------------------------------------- I→R
+
+RESPONSE_SYSTEM = ("Solve the programming task. Answer in four sections: '## Reasoning' (how to solve it, edge "
+                   "cases), '## Implementation' (one ```python block with the complete solution), '## Explanation', "
+                   "and '## Tests' (one ```python block of plain assert statements that call the implementation).")
+
+
+def response_prompt(instruction: str, examples: Sequence[dict[str, Any]], chat: bool) -> Prompt:
+    def ask(text: str) -> str:
+        return f"### Instruction\n{text.strip()}\n### Response" if not chat else text.strip()
+
+    shots = [(ask(ex["instruction"]), ex["response"].strip()) for ex in examples]
+    return _few_shot(RESPONSE_SYSTEM, shots, ask(instruction), chat)
+
+
+@dataclass(frozen=True)
+class ParsedResponse:
+    code: str
+    tests: str
+    status: str  # ok, truncated, no code, no tests
+
+
+FENCE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)```", re.DOTALL)
+
+
+def _section(text: str, name: str) -> str | None:
+    match = re.search(rf"^#+\s*{name}\b.*?$(.*?)(?=^#+\s|\Z)", text, re.MULTILINE | re.DOTALL | re.IGNORECASE)
+    return match.group(1) if match else None
+
+
+def parse_response(text: str, finish_reason: str) -> ParsedResponse:
+    """Code and tests of a response: from its sections when present, else the first code block and the first
+    block with asserts after it. A response cut off by the length limit keeps what it has, flagged."""
+    implementation, tests_part = _section(text, "Implementation"), _section(text, "Tests")
+    blocks = FENCE.findall(text)
+    code_blocks = FENCE.findall(implementation) if implementation else []
+    test_blocks = FENCE.findall(tests_part) if tests_part else []
+    code = code_blocks[0] if code_blocks else next((b for b in blocks if "assert" not in b), blocks[0] if blocks else "")
+    tests = test_blocks[0] if test_blocks else next((b for b in blocks if "assert" in b and b != code), "")
+    status = "ok"
+    if finish_reason == "length":
+        status = "truncated"
+    elif not code.strip():
+        status = "no code"
+    elif "assert" not in tests and "unittest" not in tests:
+        status = "no tests"
+    return ParsedResponse(code.strip() + "\n" if code.strip() else "", tests.strip() + "\n" if tests.strip() else "",
+                          status)
+
+
+def prompt_files() -> list[Path]:
+    return [SCI_FILE, RESPONSE_FILE, Path(__file__)]
