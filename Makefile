@@ -23,6 +23,9 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 
 demo: setup
 	$(PY) build_seeds.py --config $(RECIPE)
+	$(PY) gen_instructions.py --config $(RECIPE)
+	$(PY) gen_responses.py --config $(RECIPE)
+	$(PY) verify.py --config $(RECIPE)
 
 test: setup
 	$(VENV)/bin/ruff check .

@@ -278,3 +278,42 @@ class TransformersBackend:
                 self.stats.prompt_tokens += int(enc.attention_mask.sum())
         self.stats.seconds += time.time() - started
         return results
+
+
+class LazyBackend:
+    """Loads its backend on first use, so a stage resumed with nothing left to do loads no model."""
+
+    def __init__(self, options: BackendOptions) -> None:
+        if options.backend not in ("transformers", "vllm", "endpoint"):
+            fail(f"unknown backend {options.backend!r}: choose transformers, vllm or endpoint")
+        if options.chat not in ("auto", "chat", "completion"):
+            fail(f"--chat must be auto, chat or completion, not {options.chat!r}")
+        if options.backend == "endpoint" and not options.endpoint_url:
+            fail("--backend endpoint needs --endpoint_url (e.g. http://127.0.0.1:8080)")
+        self.options = options
+        self._backend: Backend | None = None
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = make_backend(self.options)
+        return self._backend
+
+    @property
+    def stats(self) -> BackendStats | None:
+        return self._backend.stats if self._backend is not None else None
+
+    @property
+    def chat(self) -> bool:
+        """Chat prompts or completion-style few-shot text, as `--chat` says (auto: the model decides)."""
+        return self.backend.is_chat if self.options.chat == "auto" else self.options.chat == "chat"
+
+    def model_info(self) -> dict[str, Any]:
+        """What provenance records about the model, without loading it."""
+        if self.options.backend == "endpoint":
+            return {"name": self.options.model_name_or_path, "endpoint": self.options.endpoint_url}
+        return {**resolve_model(self.options.model_name_or_path).to_dict(), "backend": self.options.backend}
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()

@@ -72,7 +72,8 @@ def local_data_files(path: Path) -> list[Path]:
     """The data files of a local input: a file, a selfalign output directory or a directory of data files."""
     if path.is_file():
         return [path]
-    for pattern in ("data/*.parquet", "*.parquet", "data/*.jsonl", "*.jsonl", "data/*.json", "*.json"):
+    for pattern in ("data/train-*.parquet", "data/*.parquet", "*.parquet", "data/*.jsonl", "*.jsonl", "data/*.json",
+                    "*.json"):
         found = sorted(p for p in path.glob(pattern) if p.name != "provenance.json")
         if found:
             return found
@@ -260,22 +261,10 @@ class StageRun:
         once every chunk of every shard is done, after waiting for the other processes of a launch."""
         starts = list(range(0, len(rows), chunk_size))
         todo = [s for s in starts if self.is_mine(s) and not self.done(phase, s)]
-        bar = tqdm(total=sum(len(rows[s : s + chunk_size]) for s in todo), desc=desc, unit="row",
-                   mininterval=0.2 if sys.stderr.isatty() else 10.0, file=sys.stderr)
-        for start in todo:
-            part, started = Funnel(self.stage), time.time()
-            stats = getattr(backend, "stats", None)  # None until a lazily loaded model is loaded
-            tokens0, seconds0 = (stats.tokens, stats.seconds) if stats else (0, 0.0)
-            chunk = list(rows[start : start + chunk_size])
-            out = process(chunk, part)
-            stats = getattr(backend, "stats", None)
-            if stats:
-                part.tokens, part.model_seconds = stats.tokens - tokens0, stats.seconds - seconds0
-                bar.set_postfix_str(f"{part.tokens / max(part.model_seconds, 1e-9):.0f} tok/s", refresh=False)
-            part.seconds = time.time() - started
-            self.write_part(phase, start, out, part)
-            bar.update(len(chunk))
-        bar.close()
+        with tqdm(total=sum(len(rows[s : s + chunk_size]) for s in todo), desc=desc, unit="row",
+                  mininterval=0.2 if sys.stderr.isatty() else 10.0, file=sys.stderr) as bar:
+            for start in todo:
+                self._run_chunk(phase, start, list(rows[start : start + chunk_size]), process, backend, bar)
         self.barrier()
         waiting = self.missing(phase, starts)
         if waiting:
@@ -283,20 +272,37 @@ class StageRun:
                      self.shard_index, self.num_shards, len(waiting), phase)
         return not waiting
 
+    def _run_chunk(self, phase: str, start: int, chunk: list[Any],
+                   process: Callable[[list[Any], Funnel], list[dict[str, Any]]], backend: Any, bar: Any) -> None:
+        part, started = Funnel(self.stage), time.time()
+        stats = getattr(backend, "stats", None)  # None until a lazily loaded model is loaded
+        tokens0, seconds0 = (stats.tokens, stats.seconds) if stats else (0, 0.0)
+        out = process(chunk, part)
+        stats = getattr(backend, "stats", None)
+        if stats:
+            part.tokens, part.model_seconds = stats.tokens - tokens0, stats.seconds - seconds0
+            bar.set_postfix_str(f"{part.tokens / max(part.model_seconds, 1e-9):.0f} tok/s", refresh=False)
+        part.seconds = time.time() - started
+        self.write_part(phase, start, out, part)
+        bar.update(len(chunk))
+
     # -- final output
 
     def finalize(self, rows: Sequence[Mapping[str, Any]], funnel: Funnel, *, description: str,
                  model: Mapping[str, Any] | None = None, prompt_files: Sequence[Path] = (),
-                 license: str = "other", rows_per_file: int = 100_000) -> Path:
-        """Write the dataset, its card and provenance, then drop the parts. Returns the directory."""
+                 license: str = "other", rows_per_file: int = 100_000,
+                 extra: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> Path:
+        """Write the dataset (`train`, plus any `extra` named configs such as per-sample verdicts), its card
+        and provenance, then drop the parts. Returns the directory."""
         data_dir = self.dir / "data"
         if data_dir.exists():
             shutil.rmtree(data_dir)
         data_dir.mkdir(parents=True)
-        n_files = max(1, -(-len(rows) // rows_per_file))
-        for i in range(n_files):
-            _write_parquet(data_dir / f"train-{i:05d}-of-{n_files:05d}.parquet",
-                           rows[i * rows_per_file : (i + 1) * rows_per_file])
+        for name, table in {"train": rows, **(extra or {})}.items():
+            n_files = max(1, -(-len(table) // rows_per_file))
+            for i in range(n_files):
+                _write_parquet(data_dir / f"{name}-{i:05d}-of-{n_files:05d}.parquet",
+                               table[i * rows_per_file : (i + 1) * rows_per_file])
         funnel.rows_out = len(rows)
         provenance = {
             "stage": self.stage,
@@ -312,6 +318,7 @@ class StageRun:
             "wall_seconds_this_run": round(time.time() - self.started, 1),
             "rows": len(rows),
             "columns": sorted({k for r in rows[:1000] for k in r}),
+            "extra_configs": {name: len(table) for name, table in (extra or {}).items()},
         }
         _atomic_write_bytes(self.dir / "provenance.json", json.dumps(provenance, indent=2, default=str).encode())
         _atomic_write_bytes(self.dir / "README.md", render_card(provenance, funnel, description, license).encode())
@@ -346,6 +353,8 @@ def render_card(provenance: Mapping[str, Any], funnel: Funnel, description: str,
     libs = ", ".join(f"{k} {v}" for k, v in provenance["libraries"].items())
     prompts = "\n".join(f"- `{k}` sha256 {v}" for k, v in provenance["prompt_files"].items()) or "- none"
     model = provenance.get("model")
+    configs = "".join(f"- config_name: {name}\n  data_files:\n  - split: train\n    path: data/{name}-*\n"
+                      for name in provenance.get("extra_configs", {}))
     return f"""---
 license: {license}
 tags: [selfalign, code, synthetic]
@@ -354,7 +363,7 @@ configs:
   data_files:
   - split: train
     path: data/train-*
----
+{configs}---
 # selfalign · {provenance["stage"]} · {provenance["version"]}
 
 {description}

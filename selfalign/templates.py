@@ -9,11 +9,13 @@ in `selfalign/prompts/`, hashed into every dataset card.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import random
 import re
 import zlib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,10 +45,20 @@ def stable_id(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:16]
 
 
+def chunk_seed(seed: int, first_key: str) -> int:
+    """The sampling seed of a chunk, from its first row: the same chunk draws the same samples on resume."""
+    return int(stable_id(seed, first_key), 16) % (2**31)
+
+
 def looks_looping(text: str) -> bool:
-    """Degenerate repetition: a non-trivial line said 3+ times, or text that compresses far too well."""
+    """Degenerate repetition: a non-trivial line said 3+ times, a word trigram filling a third of the text,
+    or text that compresses far too well."""
     lines = [ln.strip() for ln in text.splitlines() if len(ln.strip()) > 12]
     if lines and max(lines.count(ln) for ln in set(lines)) >= 3:
+        return True
+    words = text.split()
+    trigrams = Counter(zip(words, words[1:], words[2:], strict=False))
+    if trigrams and (top := trigrams.most_common(1)[0][1]) >= 6 and 3 * top > len(words) / 3:
         return True
     data = text.encode()
     return len(data) > 400 and len(zlib.compress(data)) / len(data) < 0.18
@@ -85,9 +97,7 @@ def sc_prompt(seed: str, examples: Sequence[dict[str, Any]], chat: bool) -> Prom
 
 
 def parse_concepts(text: str, finish_reason: str) -> tuple[list[str] | None, str]:
-    """The concept list, or None and why not."""
-    if finish_reason == "length":
-        return None, "truncated"
+    """The concept list, or None and why not. A list cut by the length limit keeps its complete items."""
     if not text.strip():
         return None, "empty"
     if looks_looping(text):
@@ -96,10 +106,12 @@ def parse_concepts(text: str, finish_reason: str) -> tuple[list[str] | None, str
     for line in text.strip().splitlines():
         match = re.match(r"^\s*(?:[-*•]|\d+[.)])\s+(.+?)\s*$", line)
         if match:
-            items.append(match.group(1).strip().rstrip(".").strip("`*"))
+            items.append(match.group(1).strip().rstrip(".").replace("`", "").replace("**", "").strip())
+    if finish_reason == "length":
+        items = items[:-1]  # the last item may be cut mid-phrase
     items = [i for i in dict.fromkeys(items) if 2 <= len(i) <= 100]
     if not items:
-        return None, "no concept list"
+        return None, "truncated" if finish_reason == "length" else "no concept list"
     return items[:8], "ok"
 
 
@@ -191,3 +203,40 @@ def parse_response(text: str, finish_reason: str) -> ParsedResponse:
 
 def prompt_files() -> list[Path]:
     return [SCI_FILE, RESPONSE_FILE, Path(__file__)]
+
+
+# ---------------------------------------------------------------- tests in a turn of their own
+
+TESTS_FOLLOWUP = ("Now write assert statements that test your implementation, in one ```python block "
+                  "(for example: assert {name}(...) == ...).")
+
+
+def tests_followup(prompt: Prompt, response: str, code: str) -> list[Message]:
+    """The conversation asking the model, right after its answer, for the tests of its own code (for small
+    chat models, which rarely write a tests section unprompted but do write asserts when asked)."""
+    names = [n.name for n in _top_level_defs(code)]
+    conversation = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+    return [*conversation, {"role": "assistant", "content": response.strip()},
+            {"role": "user", "content": TESTS_FOLLOWUP.format(name=names[0] if names else "your_function")}]
+
+
+def _top_level_defs(code: str) -> list[ast.FunctionDef | ast.ClassDef]:
+    try:
+        return [n for n in ast.parse(code).body if isinstance(n, ast.FunctionDef | ast.ClassDef)]
+    except (SyntaxError, ValueError):
+        return []
+
+
+def parse_asserts(text: str) -> str:
+    """The top-level assert statements of the reply's code (a re-definition of the function under test, which
+    small models like to add, is left out so it cannot replace the implementation)."""
+    blocks = FENCE.findall(text) or [text]
+    asserts = []
+    for block in blocks:
+        try:
+            tree = ast.parse(block)
+        except (SyntaxError, ValueError):
+            asserts += [ln.strip() for ln in block.splitlines() if ln.strip().startswith("assert ")]
+            continue
+        asserts += [ast.get_source_segment(block, n) or "" for n in tree.body if isinstance(n, ast.Assert)]
+    return "".join(f"{a}\n" for a in dict.fromkeys(a for a in asserts if a))

