@@ -177,14 +177,10 @@ def main() -> None:
              "pyright clean; no near-duplicate kept before it" + ("; docstring judged sufficient"
                                                                   if args.judge == "model" else "")
     seeds = [{**row, "kept_because": checks} for row in seeds]
-    stage.finalize(seeds, funnel, model=inputs.get("judge_model"), prompt_files=[EXAMPLES_FILE, PYRIGHT_CONFIG],
-                   license="other",
-                   description="Seed functions for self-alignment: documented, self-contained, type-checked "
-                               f"Python functions from `{args.source}`, each kept because: {checks}.")
-    print(funnel.render_text())
-    print(f"seeds: {len(seeds)} rows in {stage.dir}")
-    if run_args.push_to_hub:
-        stage.push(run_args.push_to_hub)
+    stage.publish(seeds, funnel, f"{len(seeds)} seed functions", model=inputs.get("judge_model"),
+                  prompt_files=[EXAMPLES_FILE, PYRIGHT_CONFIG], license="other",
+                  description="Seed functions for self-alignment: documented, self-contained, type-checked "
+                              f"Python functions from `{args.source}`, each kept because: {checks}.")
 
 
 if __name__ == "__main__":

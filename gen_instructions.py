@@ -11,9 +11,9 @@ from dataclasses import dataclass, field, replace
 
 from selfalign.backends import BackendOptions, LazyBackend, Sampling
 from selfalign.config import as_dict, parse_args
-from selfalign.errors import fail, run_main
+from selfalign.errors import run_main
 from selfalign.funnel import Funnel, log, setup_logging
-from selfalign.io import StageRun, load_input, require_columns
+from selfalign.io import StageRun, read_rows
 from selfalign.templates import (
     CATEGORIES,
     DIFFICULTIES,
@@ -50,13 +50,7 @@ class InstructionArguments:
 def main() -> None:
     setup_logging()
     run_args, args, model_args = parse_args("gen_instructions", InstructionArguments, BackendOptions)
-    if not run_args.input:
-        fail("--input is required: the seeds dataset (a path or org/name@revision)")
-    seeds_ds, seeds_ref = load_input(run_args.input)
-    require_columns(seeds_ds.column_names, ["seed_id", "content"], run_args.input)
-    seeds = seeds_ds.to_list()[: args.max_rows]
-    if not seeds:
-        fail(f"input {run_args.input} has no rows")
+    seeds, seeds_ref = read_rows(run_args.input, ["seed_id", "content"], "seeds", args.max_rows)
     model = LazyBackend(model_args)
     stage = StageRun(STAGE, "gen_instructions.py", run_args, as_dict(run_args, args, model_args),
                      {"seeds": seeds_ref.to_dict(), "model": model.model_info()})
@@ -113,13 +107,10 @@ def main() -> None:
         return
     funnel = Funnel(STAGE)
     rows = stage.read_parts("generate", range(0, len(seeds), args.chunk_size), funnel)
-    stage.finalize(rows, funnel, model=model.model_info(), prompt_files=prompt_files(), license="other",
-                   description="Coding instructions written by the model from seed functions: seed → concepts → "
-                               "instruction (Self-OSS-Instruct), with sampled category and difficulty.")
-    print(funnel.render_text())
-    print(f"instructions: {len(rows)} rows in {stage.dir}")
-    if run_args.push_to_hub:
-        stage.push(run_args.push_to_hub)
+    stage.publish(rows, funnel, f"{len(rows)} instructions from {len(seeds)} seeds", model=model.model_info(),
+                  prompt_files=prompt_files(), license="other",
+                  description="Coding instructions written by the model from seed functions: seed → concepts → "
+                              "instruction (Self-OSS-Instruct), with sampled category and difficulty.")
     model.close()
 
 

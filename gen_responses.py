@@ -13,7 +13,7 @@ from selfalign.backends import BackendOptions, LazyBackend, Sampling
 from selfalign.config import as_dict, parse_args
 from selfalign.errors import fail, run_main
 from selfalign.funnel import Funnel, log, setup_logging
-from selfalign.io import StageRun, load_input, require_columns
+from selfalign.io import StageRun, read_rows
 from selfalign.templates import (
     HEADER_STOP,
     RESPONSE_FILE,
@@ -49,13 +49,8 @@ class ResponseArguments:
 def main() -> None:
     setup_logging()
     run_args, args, model_args = parse_args("gen_responses", ResponseArguments, BackendOptions)
-    if not run_args.input:
-        fail("--input is required: the instructions dataset (a path or org/name@revision)")
-    instructions_ds, instructions_ref = load_input(run_args.input)
-    require_columns(instructions_ds.column_names, ["instruction_id", "instruction"], run_args.input)
-    instructions = instructions_ds.to_list()[: args.max_rows]
-    if not instructions:
-        fail(f"input {run_args.input} has no rows")
+    instructions, instructions_ref = read_rows(run_args.input, ["instruction_id", "instruction"], "instructions",
+                                               args.max_rows)
     if args.num_samples < 1:
         fail("--num_samples must be at least 1")
     if args.tests_turn not in ("inline", "separate"):
@@ -111,13 +106,10 @@ def main() -> None:
         return
     funnel = Funnel(STAGE)
     rows = stage.read_parts("generate", range(0, len(instructions), args.chunk_size), funnel)
-    stage.finalize(rows, funnel, model=model.model_info(), prompt_files=prompt_files(), license="other",
-                   description=f"{args.num_samples} responses per instruction, each with an implementation and "
-                               "its own tests, written by the model; not yet executed (see verify.py).")
-    print(funnel.render_text())
-    print(f"responses: {len(rows)} samples for {len(instructions)} instructions in {stage.dir}")
-    if run_args.push_to_hub:
-        stage.push(run_args.push_to_hub)
+    stage.publish(rows, funnel, f"{len(rows)} samples for {len(instructions)} instructions", model=model.model_info(),
+                  prompt_files=prompt_files(), license="other",
+                  description=f"{args.num_samples} responses per instruction, each with an implementation and "
+                              "its own tests, written by the model; not yet executed (see verify.py).")
     model.close()
 
 

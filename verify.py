@@ -20,7 +20,7 @@ from selfalign.decontam import Decontaminator, normalize
 from selfalign.dedup import near_duplicates
 from selfalign.errors import fail, run_main
 from selfalign.funnel import Funnel, log, setup_logging
-from selfalign.io import StageRun, load_input, require_columns
+from selfalign.io import StageRun, read_rows
 from selfalign.sandbox import Sandbox
 from selfalign.templates import row_rng
 
@@ -97,18 +97,12 @@ def select(samples: list[dict], args: VerifyArguments, seed: int, funnel: Funnel
 def main() -> None:
     setup_logging()
     run_args, args = parse_args("verify", VerifyArguments)
-    if not run_args.input:
-        fail("--input is required: the responses dataset (a path or org/name@revision)")
-    responses_ds, responses_ref = load_input(run_args.input)
-    require_columns(responses_ds.column_names, ["sample_id", "instruction_id", "sample_index", "instruction",
-                                                "response", "code", "tests"], run_args.input)
+    samples, responses_ref = read_rows(run_args.input, ["sample_id", "instruction_id", "sample_index", "instruction",
+                                                        "response", "code", "tests"], "responses")
     if args.isolation not in ("bwrap", "none"):
         fail(f"--isolation must be bwrap or none (unsafe), not {args.isolation!r}")
     if args.isolation == "none":
         log.warning("--isolation none: samples run WITHOUT isolation (they can read and write what you can)")
-    samples = responses_ds.to_list()
-    if not samples:
-        fail(f"input {run_args.input} has no rows")
     stage = StageRun(STAGE, "verify.py", run_args, as_dict(run_args, args), {"responses": responses_ref.to_dict()})
     if not stage.open():
         log.info("%s is complete (version %s); nothing to do", stage.dir, stage.version)
@@ -151,15 +145,12 @@ def main() -> None:
             "completion": [{"role": "assistant", "content": s["response"]}],
             "instruction_id": s["instruction_id"], "sample_id": s["sample_id"], "seed_id": s.get("seed_id"),
             "asserts": s["asserts"]} for s in selected]
-    stage.finalize(sft, funnel, extra={"verdicts": verdicts}, license="other",
-                   description="Self-aligned SFT data: each instruction with one response whose own tests passed "
-                               "in the sandbox (selfalign.sandbox: bubblewrap, nonce and assert count), then "
-                               "deduplicated and decontaminated. Config `verdicts` holds every sample's verdict.")
-    print(funnel.render_text())
-    print(f"verified: {len(sft)} SFT rows ({sum(v['verdict'] == 'pass' for v in verdicts)} of "
-          f"{len(verdicts)} samples passed) in {stage.dir}")
-    if run_args.push_to_hub:
-        stage.push(run_args.push_to_hub)
+    passed = sum(v["verdict"] == "pass" for v in verdicts)
+    stage.publish(sft, funnel, f"{len(sft)} SFT rows ({passed} of {len(verdicts)} samples passed)",
+                  extra={"verdicts": verdicts}, license="other",
+                  description="Self-aligned SFT data: each instruction with one response whose own tests passed "
+                              "in the sandbox (selfalign.sandbox: bubblewrap, nonce and assert count), then "
+                              "deduplicated and decontaminated. Config `verdicts` holds every sample's verdict.")
 
 
 if __name__ == "__main__":

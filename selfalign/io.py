@@ -119,6 +119,19 @@ def load_input(spec: str, split: str = "train", streaming: bool = False, **kwarg
     return ds, InputRef(spec, "hub", revision or None, sha or "")
 
 
+def read_rows(spec: str | None, needed: Sequence[str], what: str,
+              max_rows: int | None = None) -> tuple[list[dict[str, Any]], InputRef]:
+    """A stage's input rows (the first `max_rows`): required, loadable, with the needed columns, not empty."""
+    if not spec:
+        fail(f"--input is required: the {what} dataset (a path or org/name@revision)")
+    ds, ref = load_input(spec)
+    require_columns(ds.column_names, needed, spec)
+    rows = ds.to_list()[:max_rows]
+    if not rows:
+        fail(f"input {spec} has no rows")
+    return rows, ref
+
+
 def require_columns(columns: Iterable[str] | None, needed: Iterable[str], spec: str) -> None:
     have = list(columns or [])
     missing = [c for c in needed if c not in have]
@@ -324,6 +337,14 @@ class StageRun:
         _atomic_write_bytes(self.dir / "README.md", render_card(provenance, funnel, description, license).encode())
         shutil.rmtree(self.dir / "parts", ignore_errors=True)
         return self.dir
+
+    def publish(self, rows: Sequence[Mapping[str, Any]], funnel: Funnel, summary: str, **card: Any) -> None:
+        """Finalize, print the funnel and a one-line summary, and push when `--push_to_hub` asks for it."""
+        self.finalize(rows, funnel, **card)
+        print(funnel.render_text())
+        print(f"{self.stage}: {summary} in {self.dir}")
+        if self.run_args.push_to_hub:
+            self.push(self.run_args.push_to_hub)
 
     def push(self, repo_id: str) -> str:
         """Publish the finished output on branch `<stage>` of a Hub dataset repo, tagged with its version."""

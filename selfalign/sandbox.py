@@ -725,11 +725,16 @@ class Sandbox:
                 return early("rejected", reason)
         if trusted and tests_tree is None:
             return early("error", "trusted run without tests")
+        try:  # the compiler finds errors the parser does not (duplicate arguments, misplaced return, ...)
+            solution = _compile(solution_tree, "solution.py", count_asserts=tests_tree is None)
+            compiled_tests = None if tests_tree is None else _compile(tests_tree, "tests.py", count_asserts=True)
+        except (SyntaxError, ValueError) as exc:
+            return early("error", f"{type(exc).__name__}: {exc}")
         return {
             "mode": "trusted" if trusted else "plain",
-            "solution": _compile(solution_tree, "solution.py", count_asserts=tests_tree is None),
+            "solution": solution,
             "solution_source": code,
-            "tests": None if tests_tree is None else _compile(tests_tree, "tests.py", count_asserts=True),
+            "tests": compiled_tests,
             "tests_source": tests,
         }
 

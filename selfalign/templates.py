@@ -227,6 +227,14 @@ def _top_level_defs(code: str) -> list[ast.FunctionDef | ast.ClassDef]:
         return []
 
 
+def _parses(line: str) -> bool:
+    try:
+        ast.parse(line.strip())
+        return True
+    except (SyntaxError, ValueError):
+        return False
+
+
 def parse_asserts(text: str) -> str:
     """The top-level assert statements of the reply's code (a re-definition of the function under test, which
     small models like to add, is left out so it cannot replace the implementation)."""
@@ -235,8 +243,8 @@ def parse_asserts(text: str) -> str:
     for block in blocks:
         try:
             tree = ast.parse(block)
-        except (SyntaxError, ValueError):
-            asserts += [ln.strip() for ln in block.splitlines() if ln.strip().startswith("assert ")]
+        except (SyntaxError, ValueError):  # keep the one-line asserts that parse on their own
+            asserts += [ln.strip() for ln in block.splitlines() if ln.strip().startswith("assert ") and _parses(ln)]
             continue
         asserts += [ast.get_source_segment(block, n) or "" for n in tree.body if isinstance(n, ast.Assert)]
     return "".join(f"{a}\n" for a in dict.fromkeys(a for a in asserts if a))
