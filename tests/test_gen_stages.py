@@ -2,15 +2,10 @@
 shards, malformed output counted), the real embedded model for a live run."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, assert_one_line_error, run_script, stage_args
+from conftest import ROOT, assert_one_line_error, kill_after_parts, run_script, stage_args
 
 from selfalign.io import load_input
 
@@ -52,15 +47,9 @@ def test_responses_resume_after_kill_without_duplicates(tiny_model, tmp_path):
     reference = tmp_path / "reference"
     assert run_script("gen_responses.py", *stage_args(instructions, reference, tiny_model, *args)).returncode == 0
     resumed = tmp_path / "resumed"
-    cmd = [sys.executable, str(ROOT / "gen_responses.py"), *stage_args(instructions, resumed, tiny_model, *args)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    deadline = time.time() + 180
-    while time.time() < deadline and len(list((resumed / "parts" / "generate").glob("*.json"))) < 3:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert 3 <= len(list((resumed / "parts" / "generate").glob("*.json"))) < 8
+    saved = kill_after_parts("gen_responses.py", stage_args(instructions, resumed, tiny_model, *args),
+                             resumed / "parts" / "generate", 3)
+    assert 3 <= saved < 8
     assert run_script("gen_responses.py", *stage_args(instructions, resumed, tiny_model, *args)).returncode == 0
     new_rows, ref_rows = load_input(str(resumed))[0].to_list(), load_input(str(reference))[0].to_list()
     assert len(new_rows) == 24 and len({r["sample_id"] for r in new_rows}) == 24

