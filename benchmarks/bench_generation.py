@@ -19,22 +19,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from stdlib_data import stdlib_seed_candidates
+
 from selfalign.backends import Sampling, TransformersBackend
-from selfalign.pysource import extract_seeds
-from selfalign.sources import SourceSpec, iter_documents
 from selfalign.templates import HEADER_STOP, SCI_FILE, load_jsonl, row_rng, sc_prompt
 
 
 def stdlib_seeds(n: int) -> list[dict[str, str]]:
-    seeds = []
-    for doc in iter_documents(SourceSpec("stdlib")):
-        try:
-            seeds += [{"seed_id": f"{doc.path}:{s.name}", "content": s.content} for s, _ in extract_seeds(doc.text) if s]
-        except (SyntaxError, ValueError):
-            continue
-        if len(seeds) >= n:
-            break
-    return seeds[:n]
+    return [{"seed_id": f"{path}:{s.name}", "content": s.content} for path, s in stdlib_seed_candidates()[:n]]
 
 
 def main() -> None:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from stdlib_data import stdlib_seed_candidates
+
 from selfalign.backends import TransformersBackend
 from selfalign.judge import DocstringJudge
-from selfalign.pysource import extract_seeds
-from selfalign.sources import SourceSpec, iter_documents
 
 
 def main() -> None:
@@ -25,13 +25,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--batch_size", type=int, default=8)
     options = parser.parse_args()
-    functions = []
-    for doc in iter_documents(SourceSpec("stdlib")):
-        try:
-            functions += [s.function for s, _ in extract_seeds(doc.text) if s]
-        except (SyntaxError, ValueError):
-            continue
-    functions = random.Random(0).sample(functions, options.n)
+    functions = random.Random(0).sample([s.function for _, s in stdlib_seed_candidates()], options.n)
     keys = [str(i) for i in range(len(functions))]
     backend = TransformersBackend("smollm2-135m-instruct", batch_size=options.batch_size)
     results = {}

@@ -20,9 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasketch import MinHash, MinHashLSH
+from stdlib_data import stdlib_seed_candidates
 
 from selfalign.dedup import near_duplicates, shingles
-from selfalign.pysource import extract_seeds
 from selfalign.sources import SourceSpec, iter_documents
 from selfalign.typecheck import typecheck
 
@@ -80,12 +80,7 @@ def bench_minhash() -> None:
 
 
 def bench_pyright(sample: int) -> None:
-    seeds = []
-    for doc in iter_documents(SourceSpec("stdlib")):
-        try:
-            seeds += [s.content for s, _ in extract_seeds(doc.text) if s]
-        except (SyntaxError, ValueError):
-            continue
+    seeds = [s.content for _, s in stdlib_seed_candidates()]
     chosen = random.Random(0).sample(seeds, min(sample, len(seeds)))
     started = time.perf_counter()
     batched = typecheck(chosen, batch_size=len(chosen))

@@ -19,10 +19,16 @@ def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
 
 
-def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
+def progress_bar(desc: str, total: int | None = None, unit: str = "it") -> tqdm:
     """A tqdm bar (rate and ETA) on stderr; quieter refresh when stderr is not a terminal (CI logs)."""
-    interactive = sys.stderr.isatty()
-    yield from tqdm(items, desc=desc, total=total, unit=unit, mininterval=0.2 if interactive else 10.0, file=sys.stderr)
+    return tqdm(desc=desc, total=total, unit=unit, mininterval=0.2 if sys.stderr.isatty() else 10.0, file=sys.stderr)
+
+
+def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
+    with progress_bar(desc, total, unit) as bar:
+        for item in items:
+            yield item
+            bar.update()
 
 
 @dataclass

@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,11 +29,10 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
 from selfalign.config import RunArguments
 from selfalign.errors import fail
-from selfalign.funnel import Funnel, log
+from selfalign.funnel import Funnel, log, progress_bar
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
 DATA_SUFFIXES = (".parquet", ".jsonl", ".json")
@@ -274,8 +272,7 @@ class StageRun:
         once every chunk of every shard is done, after waiting for the other processes of a launch."""
         starts = list(range(0, len(rows), chunk_size))
         todo = [s for s in starts if self.is_mine(s) and not self.done(phase, s)]
-        with tqdm(total=sum(len(rows[s : s + chunk_size]) for s in todo), desc=desc, unit="row",
-                  mininterval=0.2 if sys.stderr.isatty() else 10.0, file=sys.stderr) as bar:
+        with progress_bar(desc, sum(len(rows[s : s + chunk_size]) for s in todo), unit="row") as bar:
             for start in todo:
                 self._run_chunk(phase, start, list(rows[start : start + chunk_size]), process, backend, bar)
         self.barrier()
