@@ -75,12 +75,18 @@ def load_recipe(path: str, stage: str) -> dict[str, Any]:
     return {"__common__": common, "__stage__": own}
 
 
-def parse_args(stage: str, *dataclass_types: type, argv: list[str] | None = None) -> tuple[Any, ...]:
-    """Parse `RunArguments` plus the stage's dataclasses from `--config recipe.yaml` and the command line."""
+def parse_args(stage: str, *dataclass_types: type, argv: list[str] | None = None, run_arguments: bool = True,
+               defaults: dict[str, Any] | None = None) -> tuple[Any, ...]:
+    """Parse `RunArguments` (unless `run_arguments=False`, for scripts whose library config already has its own
+    output/seed/hub fields, like TRL's `SFTConfig`) plus the stage's dataclasses from `--config recipe.yaml`
+    and the command line. `defaults` are the script's own defaults, under the recipe's."""
     from trl import TrlParser
 
     args = list(sys.argv[1:] if argv is None else argv)
-    parser = TrlParser(dataclass_types=[RunArguments, *dataclass_types])  # pyright: ignore[reportArgumentType]
+    types = [RunArguments, *dataclass_types] if run_arguments else list(dataclass_types)
+    parser = TrlParser(dataclass_types=types)  # pyright: ignore[reportArgumentType]
+    if defaults:
+        parser.set_defaults(**defaults)
     config_path = _pop_config_path(args)
     if config_path:
         sections = load_recipe(config_path, stage)
@@ -91,7 +97,10 @@ def parse_args(stage: str, *dataclass_types: type, argv: list[str] | None = None
         if unknown:
             names = [s.lstrip("-") for s in unknown if s.startswith("--")]
             fail(f"recipe {config_path}, section `{stage}`: unknown argument(s) {', '.join(names)}")
-    return tuple(parser.parse_args_into_dataclasses(args=args))
+    try:
+        return tuple(parser.parse_args_into_dataclasses(args=args))
+    except ValueError as err:  # a dataclass's __post_init__ refused a combination (e.g. bf16 on a CPU)
+        fail(f"invalid arguments: {str(err).splitlines()[0]}")
 
 
 def as_dict(*parsed: Any) -> dict[str, Any]:

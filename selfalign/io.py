@@ -98,6 +98,8 @@ def load_input(spec: str, split: str = "train", streaming: bool = False, **kwarg
         if path.is_dir() and not (path / "data").is_dir() and (path / "parts").is_dir():
             fail(f"input {spec} is an unfinished stage output: run that stage to completion first")
         builder = "parquet" if files[0].suffix == ".parquet" else "json"
+        if builder == "parquet" and sum(pq.read_metadata(f).num_rows for f in files) == 0:
+            fail(f"input {spec} has no rows")  # datasets cannot even build an empty split from them
         try:
             ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", streaming=streaming)
         except Exception as err:  # datasets raises many types for unreadable files
@@ -211,7 +213,17 @@ class StageRun:
     # -- lifecycle
 
     def open(self) -> bool:
-        """Prepare the directory. Returns False when this exact version is already complete."""
+        """Prepare the directory. Returns False when this exact version is already complete.
+
+        Under `accelerate launch` only process 0 touches the directory (no two processes race to replace
+        it); the others wait for it and then read the same answer from what it left."""
+        if self.world <= 1:
+            return self._open_here()
+        fresh = self._open_here() if self.rank == 0 else None
+        self.barrier()
+        return fresh if fresh is not None else self.run_args.overwrite or not (self.dir / "provenance.json").exists()
+
+    def _open_here(self) -> bool:
         run_file = self.dir / "run.json"
         if run_file.exists():
             previous = json.loads(run_file.read_text())
@@ -345,24 +357,32 @@ class StageRun:
 
     def push(self, repo_id: str) -> str:
         """Publish the finished output on branch `<stage>` of a Hub dataset repo, tagged with its version."""
-        from huggingface_hub import HfApi
+        return push_folder(self.dir, repo_id, repo_type="dataset", branch=self.stage,
+                           tag=f"{self.stage}-{self.version}", private=self.run_args.hub_private,
+                           allow_patterns=["data/*.parquet", "README.md", "provenance.json"],
+                           delete_patterns=["data/*"], message=f"{self.stage} {self.version} ({self.script})")
 
-        api = HfApi()
-        try:
-            api.create_repo(repo_id, repo_type="dataset", private=self.run_args.hub_private, exist_ok=True)
-            api.create_branch(repo_id, repo_type="dataset", branch=self.stage, exist_ok=True)
-            commit = api.upload_folder(
-                repo_id=repo_id, repo_type="dataset", folder_path=self.dir, revision=self.stage,
-                allow_patterns=["data/*.parquet", "README.md", "provenance.json"], delete_patterns=["data/*"],
-                commit_message=f"{self.stage} {self.version} ({self.script})",
-            )
-            sha = getattr(commit, "oid", "")
-            api.create_tag(repo_id, repo_type="dataset", tag=f"{self.stage}-{self.version}", revision=sha,
-                           exist_ok=True)
-        except Exception as err:
-            fail(f"push to {repo_id} failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
-        log.info("pushed to %s@%s (tag %s-%s, commit %s)", repo_id, self.stage, self.stage, self.version, sha)
-        return sha
+
+def push_folder(folder: Path, repo_id: str, *, repo_type: str, branch: str, tag: str, private: bool,
+                allow_patterns: Sequence[str] | None, delete_patterns: Sequence[str] | None, message: str) -> str:
+    """Upload a finished folder to `branch` of a Hub repo (created if needed) and tag the commit."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    try:
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        api.create_branch(repo_id, repo_type=repo_type, branch=branch, exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo_id, repo_type=repo_type, folder_path=folder, revision=branch,
+            allow_patterns=list(allow_patterns) if allow_patterns else None,
+            delete_patterns=list(delete_patterns) if delete_patterns else None, commit_message=message,
+        )
+        sha = getattr(commit, "oid", "")
+        api.create_tag(repo_id, repo_type=repo_type, tag=tag, revision=sha, exist_ok=True)
+    except Exception as err:
+        fail(f"push to {repo_id} failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+    log.info("pushed %s to %s@%s (tag %s, commit %s)", folder, repo_id, branch, tag, sha)
+    return sha
 
 
 def render_card(provenance: Mapping[str, Any], funnel: Funnel, description: str, license: str) -> str:

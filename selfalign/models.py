@@ -20,6 +20,7 @@ from typing import Any
 
 from selfalign.errors import fail
 from selfalign.funnel import log
+from selfalign.io import HUB_ID
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,15 @@ def convert_gguf(gguf_path: Path, fingerprint: str) -> Path:
     except OSError:  # another process converted it meanwhile
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def hub_origin(name: str) -> str | None:
+    """The Hub repo a model comes from (for model cards), when known."""
+    if name in EMBEDDED_MODELS:
+        return EMBEDDED_MODELS[name].origin
+    if HUB_ID.match(name) and not Path(name).expanduser().exists():
+        return name.partition("@")[0]
+    return None
 
 
 def resolve_model(name: str) -> ModelRef:

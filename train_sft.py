@@ -1,0 +1,144 @@
+"""Stage 5: fine-tune the model on its own verified data with TRL's SFTTrainer.
+
+The loss covers the response only: the instruction is masked, the end-of-turn token closing the response is
+learned. Chat models train in their own chat template; base models get the StarCoder2-Instruct instruction
+template (`### Instruction` / `### Response`), saved as the tokenizer's chat template so generation and
+evaluate.py prompt the trained model exactly as it was trained. Checkpoints resume; LoRA is merged at the end.
+
+    python train_sft.py --config recipes/demo-cpu.yaml                          # CPU, one process
+    accelerate launch --config_file recipes/accelerate/multi-gpu.yaml train_sft.py --config recipes/paper-sc2-15b.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from selfalign.config import RunArguments, as_dict, parse_args
+from selfalign.errors import fail, run_main
+from selfalign.funnel import Funnel, log, setup_logging
+from selfalign.io import StageRun, library_versions, push_folder, read_rows
+from selfalign.models import hub_origin, resolve_model
+from selfalign.training import (
+    build_trainer,
+    conversation_rows,
+    load_model,
+    model_card,
+    prepare_tokenizer,
+    save_final,
+)
+
+STAGE = "sft"
+# SFTConfig fields that change how a run is watched or stored, not what it learns
+VOLATILE = {"output_dir", "overwrite", "push_to_hub", "hub_model_id", "hub_revision", "hub_private_repo",
+            "hub_token", "hub_strategy", "resume_from_checkpoint", "logging_steps", "logging_dir", "report_to",
+            "save_steps", "save_strategy", "save_total_limit", "run_name", "disable_tqdm", "dataloader_num_workers"}
+
+
+@dataclass
+class TrainArguments:
+    input: str | None = field(default=None, metadata={"help": "Verified dataset: local path or org/name[@revision]."})
+    max_rows: int | None = field(default=None, metadata={"help": "Train on the first N rows only."})
+    chat_template: str = field(default="auto", metadata={
+        "help": "auto (the model's own, else the instruction template), model, or instruction."})
+    dropout: float | None = field(default=0.0, metadata={
+        "help": "Set every dropout probability of the model config (the original: 0). None keeps the model's."})
+    merge_lora: bool = field(default=True, metadata={"help": "With --use_peft, also save merged weights."})
+    overwrite: bool = field(default=False, metadata={"help": "Discard an output_dir trained with other arguments."})
+
+
+def cpu_defaults() -> dict[str, object]:
+    """SFTConfig defaults to bf16, which TrainingArguments refuses on a machine without a GPU."""
+    import torch
+
+    return {} if torch.cuda.is_available() else {"bf16": False, "use_cpu": True}
+
+
+def main() -> None:
+    setup_logging()
+    args, sft_config, model_args = parse_args(STAGE, TrainArguments, *sft_classes(), run_arguments=False,
+                                              defaults=cpu_defaults())
+    run_name = sft_config.run_name or "demo-cpu"
+    if not sft_config.output_dir or sft_config.output_dir == "trainer_output":
+        sft_config.output_dir = f"data/{run_name}/{STAGE}"
+    funnel = Funnel(STAGE)
+    rows, data_ref = read_rows(args.input, ["prompt", "completion"], "verified", args.max_rows)
+    funnel.rows_in = len(rows)
+    rows = conversation_rows(rows, funnel)
+    if not rows:
+        fail(f"input {args.input} has no well-formed prompt/completion rows to train on")
+    model_ref = resolve_model(model_args.model_name_or_path)
+    config = as_dict(args, sft_config, model_args)
+    run = StageRun(STAGE, "train_sft.py", RunArguments(run_name=run_name, output_dir=sft_config.output_dir,
+                                                       overwrite=args.overwrite),
+                   {k: v for k, v in config.items() if k not in VOLATILE},
+                   {"verified": data_ref.to_dict(), "model": model_ref.to_dict()})
+    if not run.open():
+        log.info("%s is trained (version %s); nothing to do", run.dir, run.version)
+        return
+    push_to = sft_config.hub_model_id if sft_config.push_to_hub else None
+    sft_config.push_to_hub = False  # we push once, at the end, to a branch (not every checkpoint to main)
+
+    tokenizer, template = prepare_tokenizer(model_ref, args.chat_template)
+    model = load_model(model_ref, model_args.dtype, model_args.attn_implementation, args.dropout)
+    trainer = build_trainer(model, tokenizer, rows, sft_config, peft_config(model_args))
+    started = time.time()
+    resume = sft_config.resume_from_checkpoint or last_checkpoint(sft_config.output_dir)
+    if resume:
+        log.info("resuming from %s", resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    funnel.seconds = funnel.model_seconds = time.time() - started
+    funnel.tokens = int(trainer.state.num_input_tokens_seen or 0) or sum(map(len, trainer.train_dataset["input_ids"]))
+    funnel.rows_out = len(trainer.train_dataset)
+    funnel.drop("response cut away entirely by max_length", len(rows) - funnel.rows_out)
+    longest = max(map(len, trainer.train_dataset["input_ids"]))
+    if sft_config.max_length and longest >= sft_config.max_length:
+        n = sum(len(ids) >= sft_config.max_length for ids in trainer.train_dataset["input_ids"])
+        funnel.note(f"{n} rows reach max_length {sft_config.max_length} and were truncated")
+    if not trainer.accelerator.is_main_process:
+        return
+    saved = save_final(trainer, tokenizer, run.dir, args.merge_lora)
+    metrics = {**result.metrics, "train_rows": len(rows), "steps": trainer.state.global_step}
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    provenance = {"stage": STAGE, "script": "train_sft.py", "version": run.version, "created": created,
+                  "arguments": config, "inputs": run.inputs, "chat_template": template, "saved": saved,
+                  "metrics": metrics, "funnel": funnel.to_dict(), "libraries": library_versions()}
+    (run.dir / "README.md").write_text(model_card(
+        base=model_ref.to_dict(), base_model=hub_origin(model_ref.name), dataset=data_ref.to_dict(),
+        chat_template=template, saved=saved, metrics=metrics, funnel=funnel, arguments=config, version=run.version,
+        libraries=provenance["libraries"], created=created))
+    (run.dir / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str))
+    print(funnel.render_text())
+    print(f"{STAGE}: {saved} trained on {len(rows)} rows, {trainer.state.global_step} steps, "
+          f"loss {metrics.get('train_loss', float('nan')):.4f}, in {run.dir}")
+    if push_to:
+        push_folder(run.dir, push_to, repo_type="model", branch=sft_config.hub_revision or STAGE,
+                    tag=f"{STAGE}-{run.version}", private=bool(sft_config.hub_private_repo),
+                    allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "README.md", "adapter/*"],
+                    delete_patterns=None, message=f"{STAGE} {run.version} (train_sft.py)")
+
+
+def sft_classes() -> tuple[type, type]:
+    from trl import ModelConfig, SFTConfig
+
+    return SFTConfig, ModelConfig
+
+
+def peft_config(model_args: object) -> object | None:
+    from trl import get_peft_config
+
+    return get_peft_config(model_args)  # pyright: ignore[reportArgumentType]
+
+
+def last_checkpoint(output_dir: str) -> str | None:
+    from pathlib import Path
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+
+
+if __name__ == "__main__":
+    run_main(main)
