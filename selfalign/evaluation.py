@@ -17,6 +17,7 @@ import json
 import os
 import random
 import re
+import shutil
 import struct
 import time
 import zlib
@@ -28,6 +29,7 @@ from typing import Any
 
 from selfalign.errors import fail
 from selfalign.funnel import Funnel, log, progress_bar
+from selfalign.io import library_versions
 from selfalign.templates import sc2_prompt
 
 BENCHMARKS = ("humaneval", "humaneval+", "mbpp", "mbpp+")
@@ -604,14 +606,28 @@ def check_arguments(args: EvaluateArguments, models: Sequence[str]) -> list[str]
     return labels
 
 
+def model_info(lazy: Any) -> dict[str, Any]:
+    """What the resume hash and the reports record about a model, without loading it."""
+    info = dict(lazy.model_info())
+    folder = Path(str(info.get("path") or ""))
+    if folder.is_dir():  # a model retrained in place keeps its config.json: fingerprint every file, cheaply
+        stamps = [(str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))
+                  if p.is_file() and p.name not in ("README.md", "eval_results.json")]
+        info["files"] = hashlib.sha256(json.dumps(stamps).encode()).hexdigest()[:16]
+    return info
+
+
 def evaluate_model(label: str, lazy: Any, benchmarks: Sequence[Benchmark], args: EvaluateArguments, seed: int,
                    out: Path, sandbox: Callable[[], Any], overwrite: bool) -> dict[str, Any]:
     """One model on every runnable benchmark: reuse finished results, generate the rest (model loaded once,
     closed before execution), execute, and save `<out>/<label>.json` after each benchmark."""
     path = out / f"{label}.json"
     saved = json.loads(path.read_text()) if path.exists() and not overwrite else {}
-    model = lazy.model_info()
-    result: dict[str, Any] = {"label": label, "model": model, "benchmarks": {}, "not_run": {}}
+    if overwrite:
+        shutil.rmtree(out / ".parts" / label, ignore_errors=True)
+    model = model_info(lazy)
+    result: dict[str, Any] = {"label": label, "model": model, "libraries": library_versions(), "benchmarks": {},
+                              "not_run": {}}
     pending: list[tuple[Benchmark, RunSpec]] = []
     for bench in benchmarks:
         if bench.problems is None:

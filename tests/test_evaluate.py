@@ -28,6 +28,7 @@ from selfalign.evaluation import (
     generate,
     load_benchmark,
     load_humaneval,
+    model_info,
     pass_at_k,
     render_prompt,
     replace_section,
@@ -240,6 +241,16 @@ def test_bar_chart_is_a_valid_png(tmp_path):
     (size,) = struct.unpack(">I", data[idat - 4 : idat])
     pixels = zlib.decompress(data[idat + 4 : idat + 4 + size])
     assert (width, height) == (200, 100) and len(pixels) == height * (1 + 3 * width)
+
+
+def test_model_fingerprint_sees_retrained_weights_but_not_its_own_card(tmp_path):
+    lazy = type("Lazy", (), {"model_info": lambda self: {"name": "m", "path": str(tmp_path)}})()
+    (tmp_path / "model.safetensors").write_bytes(b"weights v1")
+    first = model_info(lazy)["files"]
+    (tmp_path / "README.md").write_text("## Evaluation\n")
+    assert model_info(lazy)["files"] == first
+    (tmp_path / "model.safetensors").write_bytes(b"weights v2!")
+    assert model_info(lazy)["files"] != first
 
 
 # ---------------------------------------------------------------- generation checkpoints
