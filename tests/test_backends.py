@@ -169,6 +169,17 @@ def test_chat_messages_and_text_prompts_in_one_call(backend: Backend):
     assert as_chat.prompt_tokens > as_text.prompt_tokens + 5
 
 
+def test_a_final_assistant_message_is_continued(transformers_backend: TransformersBackend):
+    start = "```python\nassert add("
+    asked = [{"role": "user", "content": "Write add(a, b) in Python, then asserts that test it."}]
+    prefilled = [*asked, {"role": "assistant", "content": start}]
+    rendered = transformers_backend.render_chat(prefilled, add_generation_prompt=True)
+    assert rendered.endswith(start)  # the open assistant turn, not a closed one plus a new turn
+    assert rendered == transformers_backend.render_chat(asked, add_generation_prompt=True) + start
+    [[reply]] = transformers_backend.generate([prefilled], Sampling(max_new_tokens=12))
+    assert reply.text and not reply.text.startswith("```")  # the rest of the assert, not a new message
+
+
 def test_stats_count_tokens_and_time(backend: Backend):
     before = (backend.stats.prompt_tokens, backend.stats.completion_tokens, backend.stats.seconds)
     results = backend.generate([CHAT_CODE, TEXT_SHORT], Sampling(max_new_tokens=6))

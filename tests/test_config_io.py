@@ -113,3 +113,9 @@ def test_every_recipe_parses_for_every_stage():
             types = [getattr(module, c) if isinstance(c, str) else c for c in classes]
             parsed = parse_args(section, *types, argv=["--config", str(recipe)])
             assert parsed[0].run_name == recipe.stem
+        import train_sft
+
+        data_args, sft_config, model_args = parse_args("train_sft", train_sft.TrainArguments, *train_sft.sft_classes(),
+                                                       argv=["--config", str(recipe)], run_arguments=False,
+                                                       defaults={"bf16": False, "use_cpu": True})
+        assert sft_config.run_name == recipe.stem and data_args.input and model_args.model_name_or_path

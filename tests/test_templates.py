@@ -99,10 +99,13 @@ def test_separate_tests_turn_and_assert_extraction():
 
     prompt = response_prompt("Add two numbers.", RESPONSES[:1], chat=True)
     assert isinstance(prompt, list)
-    conversation = tests_followup(prompt, "```python\ndef add(a, b):\n    return a + b\n```", "def add(a, b):\n"
-                                  "    return a + b\n")
-    assert conversation[:-2] == prompt and conversation[-2]["role"] == "assistant"
+    answer, code = "```python\ndef add(a, b):\n    return a + b\n```", "def add(a, b):\n    return a + b\n"
+    conversation, start = tests_followup(prompt, answer, code)
+    assert conversation[:-2] == prompt and conversation[-2]["role"] == "assistant" and start == ""
     assert conversation[-1]["role"] == "user" and "assert add(" in conversation[-1]["content"]
+    prefilled, start = tests_followup(prompt, answer, code, prefill=True)
+    assert prefilled[:-1] == conversation and prefilled[-1] == {"role": "assistant", "content": start}
+    assert start == "```python\nassert add("
     # a real reply of the small model (recorded): it re-defines the function around its asserts
     reply = ("```python\ndef add(a, b):\n    assert a >= 0, 'x'\n    return a + b\n```\n\nExample:\n```python\n"
              "add(10, 20)  # Expected output: 22\nassert add(-10, 20) == 20\nassert add(10, 20) == 20\n```")
