@@ -279,6 +279,8 @@ def render_prompt(tokenizer: Any, problem: Problem, use_chat_template: bool) -> 
     """The raw text sent to the model: chat template (or SC2's plain template) + the prefilled answer start."""
     if not use_chat_template or tokenizer is None:
         return sc2_prompt(problem.instruction, problem.response_prefix)
+    if not getattr(tokenizer, "chat_template", None):
+        fail("--chat chat, but the model has no chat template: use --chat auto or completion (SC2's plain format)")
     text = str(tokenizer.apply_chat_template([{"role": "user", "content": problem.instruction}], tokenize=False,
                                              add_generation_prompt=True))
     bos = getattr(tokenizer, "bos_token", None)
