@@ -11,23 +11,22 @@ evaluate.py prompt the trained model exactly as it was trained. Checkpoints resu
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from selfalign.config import RunArguments, as_dict, parse_args
 from selfalign.errors import fail, run_main
 from selfalign.funnel import Funnel, log, setup_logging
-from selfalign.io import StageRun, library_versions, push_folder, read_rows
-from selfalign.models import hub_origin, resolve_model
+from selfalign.io import StageRun, push_folder, read_rows
+from selfalign.models import resolve_model
 from selfalign.training import (
     build_trainer,
     conversation_rows,
+    count_training,
     load_model,
-    model_card,
     prepare_tokenizer,
     save_final,
+    write_card,
 )
 
 STAGE = "sft"
@@ -90,30 +89,12 @@ def main() -> None:
         log.info("resuming from %s", resume)
     result = trainer.train(resume_from_checkpoint=resume)
     funnel.seconds = funnel.model_seconds = time.time() - started
-    funnel.tokens = int(trainer.state.num_input_tokens_seen or 0) or sum(map(len, trainer.train_dataset["input_ids"]))
-    if sft_config.packing:
-        funnel.rows_out = len(rows)
-        funnel.note(f"packed into {len(trainer.train_dataset)} sequences of up to {sft_config.max_length} tokens")
-    else:  # TRL drops rows whose response was truncated away entirely
-        funnel.rows_out = len(trainer.train_dataset)
-        funnel.drop("response cut away entirely by max_length", len(rows) - funnel.rows_out)
-    longest = max(map(len, trainer.train_dataset["input_ids"]))
-    if sft_config.max_length and longest >= sft_config.max_length:
-        n = sum(len(ids) >= sft_config.max_length for ids in trainer.train_dataset["input_ids"])
-        funnel.note(f"{n} rows reach max_length {sft_config.max_length} and were truncated")
+    count_training(trainer, len(rows), sft_config, funnel)
     if not trainer.accelerator.is_main_process:
         return
     saved = save_final(trainer, tokenizer, run.dir, args.merge_lora)
     metrics = {**result.metrics, "train_rows": len(rows), "steps": trainer.state.global_step}
-    created = datetime.now(UTC).isoformat(timespec="seconds")
-    provenance = {"stage": STAGE, "script": "train_sft.py", "version": run.version, "created": created,
-                  "arguments": config, "inputs": run.inputs, "chat_template": template, "saved": saved,
-                  "metrics": metrics, "funnel": funnel.to_dict(), "libraries": library_versions()}
-    (run.dir / "README.md").write_text(model_card(
-        base=model_ref.to_dict(), base_model=hub_origin(model_ref.name), dataset=data_ref.to_dict(),
-        chat_template=template, saved=saved, metrics=metrics, funnel=funnel, arguments=config, version=run.version,
-        libraries=provenance["libraries"], created=created))
-    (run.dir / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str))
+    write_card(run, model_ref, data_ref, template, saved, metrics, funnel, config)
     print(funnel.render_text())
     print(f"{STAGE}: {saved} trained on {len(rows)} rows, {trainer.state.global_step} steps, "
           f"loss {metrics.get('train_loss', float('nan')):.4f}, in {run.dir}")

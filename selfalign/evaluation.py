@@ -29,7 +29,7 @@ from typing import Any
 
 from selfalign.errors import fail
 from selfalign.funnel import Funnel, log, progress_bar
-from selfalign.io import library_versions
+from selfalign.io import atomic_write, library_versions
 from selfalign.templates import sc2_prompt
 
 BENCHMARKS = ("humaneval", "humaneval+", "mbpp", "mbpp+")
@@ -353,13 +353,6 @@ def summarize(samples: Sequence[Mapping[str, Any]], ks: Sequence[int]) -> dict[s
 
 
 # ---------------------------------------------------------------- running one model on one benchmark
-
-
-def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @dataclass

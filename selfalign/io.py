@@ -142,9 +142,11 @@ def require_columns(columns: Iterable[str] | None, needed: Iterable[str], spec: 
 # ---------------------------------------------------------------- writing
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write a file so that readers (and a resumed run) see the old content or the new, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
     os.replace(tmp, path)
 
 
@@ -239,7 +241,7 @@ class StageRun:
         elif self.dir.exists() and any(self.dir.iterdir()) and not self.run_args.overwrite:
             fail(f"{self.dir} exists and was not written by selfalign: pass --overwrite or another --output_dir")
         self.dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(run_file, json.dumps({"stage": self.stage, "version": self.version}).encode())
+        atomic_write(run_file, json.dumps({"stage": self.stage, "version": self.version}).encode())
         return True
 
     # -- chunks
@@ -265,7 +267,7 @@ class StageRun:
         folder = self.dir / "parts" / phase
         folder.mkdir(parents=True, exist_ok=True)
         _write_parquet(self._part(phase, chunk, ".parquet"), rows)
-        _atomic_write_bytes(self._part(phase, chunk, ".json"), json.dumps(funnel.to_dict()).encode())
+        atomic_write(self._part(phase, chunk, ".json"), json.dumps(funnel.to_dict()).encode())
 
     def read_parts(self, phase: str, chunks: Iterable[int], funnel: Funnel | None = None) -> list[dict[str, Any]]:
         """Rows of finished chunks, in chunk order; their counts are added to `funnel`."""
@@ -342,8 +344,8 @@ class StageRun:
             "columns": sorted({k for r in rows[:1000] for k in r}),
             "extra_configs": {name: len(table) for name, table in (extra or {}).items()},
         }
-        _atomic_write_bytes(self.dir / "provenance.json", json.dumps(provenance, indent=2, default=str).encode())
-        _atomic_write_bytes(self.dir / "README.md", render_card(provenance, funnel, description, license).encode())
+        atomic_write(self.dir / "provenance.json", json.dumps(provenance, indent=2, default=str).encode())
+        atomic_write(self.dir / "README.md", render_card(provenance, funnel, description, license).encode())
         shutil.rmtree(self.dir / "parts", ignore_errors=True)
         return self.dir
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from selfalign.errors import fail
 from selfalign.funnel import Funnel, log
-from selfalign.models import ModelRef
+from selfalign.io import InputRef, StageRun, atomic_write, library_versions
+from selfalign.models import ModelRef, hub_origin
 from selfalign.templates import SC2_CHAT_TEMPLATE
 
 CHAT_TEMPLATE_MODES = ("auto", "model", "instruction")
@@ -119,6 +121,35 @@ def save_final(trainer: Any, tokenizer: Any, output_dir: Path, merge_lora: bool)
         saved = "full model"
     tokenizer.save_pretrained(output_dir)
     return saved
+
+
+def count_training(trainer: Any, rows: int, sft_config: Any, funnel: Funnel) -> None:
+    """The funnel of a training run: rows the trainer kept, truncation, tokens seen."""
+    lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
+    funnel.tokens = int(trainer.state.num_input_tokens_seen or 0) or sum(lengths)
+    if sft_config.packing:
+        funnel.rows_out = rows
+        funnel.note(f"packed into {len(lengths)} sequences of up to {sft_config.max_length} tokens")
+        return
+    funnel.rows_out = len(lengths)  # TRL drops rows whose response was truncated away entirely
+    funnel.drop("response cut away entirely by max_length", rows - len(lengths))
+    if sft_config.max_length and (n := sum(length >= sft_config.max_length for length in lengths)):
+        funnel.note(f"{n} rows reach max_length {sft_config.max_length} and were truncated")
+
+
+def write_card(run: StageRun, model_ref: ModelRef, data_ref: InputRef, template: str, saved: str,
+               metrics: Mapping[str, Any], funnel: Funnel, arguments: Mapping[str, Any]) -> None:
+    """The model card (README.md) and provenance.json of a finished run."""
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    libraries = library_versions()
+    provenance = {"stage": run.stage, "script": run.script, "version": run.version, "created": created,
+                  "arguments": dict(arguments), "inputs": run.inputs, "chat_template": template, "saved": saved,
+                  "metrics": dict(metrics), "funnel": funnel.to_dict(), "libraries": libraries}
+    atomic_write(run.dir / "README.md", model_card(
+        base=model_ref.to_dict(), base_model=hub_origin(model_ref.name), dataset=data_ref.to_dict(),
+        chat_template=template, saved=saved, metrics=metrics, funnel=funnel, arguments=arguments,
+        version=run.version, libraries=libraries, created=created))
+    atomic_write(run.dir / "provenance.json", json.dumps(provenance, indent=2, default=str))
 
 
 def model_card(*, base: Mapping[str, Any], base_model: str | None, dataset: Mapping[str, Any], chat_template: str, saved: str,
