@@ -57,7 +57,7 @@ def cpu_defaults() -> dict[str, object]:
 
 def main() -> None:
     setup_logging()
-    args, sft_config, model_args = parse_args(STAGE, TrainArguments, *sft_classes(), run_arguments=False,
+    args, sft_config, model_args = parse_args("train_sft", TrainArguments, *sft_classes(), run_arguments=False,
                                               defaults=cpu_defaults())
     run_name = sft_config.run_name or "demo-cpu"
     if not sft_config.output_dir or sft_config.output_dir == "trainer_output":

@@ -151,10 +151,15 @@ def test_train_save_reload_resume_and_noop(base_model: str, verified: Path, tmp_
     assert_one_line_error(other, "other arguments", "--overwrite")
 
 
-def test_lora_is_saved_as_adapter_and_merged(tiny_model: str, verified: Path, tmp_path: Path):
+def test_lora_from_the_recipe_section_is_saved_as_adapter_and_merged(tiny_model: str, verified: Path,
+                                                                       tmp_path: Path):
     out = tmp_path / "lora"
-    proc = run_script("train_sft.py", *train_args(verified, tiny_model, out, "--max_steps", "2", "--use_peft", "true",
-                                                  "--lora_r", "4", "--lora_target_modules", "all-linear"))
+    recipe = tmp_path / "recipe.yaml"  # everything from the `train_sft` section, as `make demo` runs it
+    recipe.write_text(f"""common: {{run_name: lora, model_name_or_path: {tiny_model}}}
+train_sft: {{input: {verified}, output_dir: {out}, max_steps: 2, use_peft: true, lora_r: 4,
+            lora_target_modules: [all-linear], max_length: 96, per_device_train_batch_size: 2, report_to: [none]}}
+""")
+    proc = run_script("train_sft.py", "--config", str(recipe))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "model.safetensors").is_file()
     assert not any("lora" in k for k in weights(out))  # merged: a plain model evaluate.py can load
