@@ -73,7 +73,7 @@ def main() -> None:
     finally:
         for box in boxes:
             box.close()
-    write_reports(out, results, benchmarks, args.pass_k, as_dict(run_args, args, options))
+    table = write_reports(out, results, benchmarks, args.pass_k, as_dict(run_args, args, options))
     for label, model in zip(labels, models, strict=True):
         if args.write_model_card and Path(model).is_dir():
             write_model_card(Path(model), label, results[label], benchmarks, args.pass_k)
@@ -82,6 +82,7 @@ def main() -> None:
     for bench in benchmarks:
         if bench.problems is None:
             print(f"{bench.name}: {bench.source}")
+    print(table)
     print(f"evaluate: {len(models)} model(s) × {sum(b.problems is not None for b in benchmarks)} benchmark(s); "
           f"results in {out}/results.md")
 

@@ -524,8 +524,8 @@ def bar_chart_png(path: Path, values: Sequence[Sequence[float]], width: int = 64
 
 
 def write_reports(out: Path, results: Mapping[str, Mapping[str, Any]], benchmarks: Sequence[Benchmark],
-                  ks: Sequence[int], arguments: Mapping[str, Any]) -> None:
-    """results.md, results.png and a README.md card in `out`."""
+                  ks: Sequence[int], arguments: Mapping[str, Any]) -> str:
+    """results.md, results.png and a README.md card in `out`; returns the models × benchmarks table."""
     ran = [b for b in benchmarks if b.problems is not None]
     values = [[r["benchmarks"].get(b.name, {}).get("summary", {}).get(f"pass@{ks[0]}", 0.0) for r in results.values()]
               for b in ran]
@@ -551,6 +551,7 @@ Per-sample completions, verdicts and timings: `<label>.json`.
 |---|---|
 {args}
 """)
+    return "\n".join(line for line in table.splitlines() if line.startswith("|"))
 
 
 def write_model_card(folder: Path, label: str, result: Mapping[str, Any], benchmarks: Sequence[Benchmark],

@@ -100,6 +100,8 @@ def build_trainer(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]],
     from trl import SFTTrainer
 
     sft_config.completion_only_loss = True  # the prompt is context, not a target (as in the original)
+    if sft_config.include_num_input_tokens_seen in ("no", False):
+        sft_config.include_num_input_tokens_seen = "non_padding"  # for the funnel's tokens/s
     return SFTTrainer(model=model, args=sft_config, train_dataset=Dataset.from_list([dict(r) for r in rows]),
                       processing_class=tokenizer, peft_config=peft_config)
 
@@ -126,7 +128,7 @@ def save_final(trainer: Any, tokenizer: Any, output_dir: Path, merge_lora: bool)
 def count_training(trainer: Any, rows: int, sft_config: Any, funnel: Funnel) -> None:
     """The funnel of a training run: rows the trainer kept, truncation, tokens seen."""
     lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
-    funnel.tokens = int(trainer.state.num_input_tokens_seen or 0) or sum(lengths)
+    funnel.tokens = int(trainer.state.num_input_tokens_seen or 0)  # every epoch, every process, no padding
     if sft_config.packing:
         funnel.rows_out = rows
         funnel.note(f"packed into {len(lengths)} sequences of up to {sft_config.max_length} tokens")

@@ -192,7 +192,11 @@ def test_two_processes_under_accelerate_launch(tiny_model: str, verified: Path, 
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["metrics"]["steps"] == 2
     # each step saw one batch per process: 2 steps x 2 processes x 2 rows
-    assert provenance["metrics"]["train_rows"] == 8 and provenance["funnel"]["tokens"] > 0
+    # 2 steps x 2 processes x 2 rows: every row once; the count is gathered over processes, padding excluded
+    tokenizer, _ = prepare_tokenizer(resolve_model(tiny_model), "auto")
+    expected = sum(len(tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True,
+                                                     return_dict=True)["input_ids"]) for r in sft_rows())
+    assert provenance["metrics"]["train_rows"] == 8 and provenance["funnel"]["tokens"] == expected
     assert proc.stdout.count("sft: full model trained") == 1  # only process 0 saves and reports
 
 
