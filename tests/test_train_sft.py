@@ -122,7 +122,8 @@ def weights(folder: Path) -> dict:
 
 def test_train_save_reload_resume_and_noop(base_model: str, verified: Path, tmp_path: Path):
     out = tmp_path / "sft"
-    args = train_args(verified, base_model, out, "--max_steps", "4", "--save_steps", "2", "--save_total_limit", "3")
+    args = train_args(verified, base_model, out, "--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2",
+                      "--save_total_limit", "3")
     proc = run_script("train_sft.py", *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     card = (out / "README.md").read_text()
@@ -151,18 +152,21 @@ def test_train_save_reload_resume_and_noop(base_model: str, verified: Path, tmp_
     assert_one_line_error(other, "other arguments", "--overwrite")
 
 
-def test_lora_from_the_recipe_section_is_saved_as_adapter_and_merged(tiny_model: str, verified: Path,
-                                                                       tmp_path: Path):
+def test_lora_and_packing_from_the_recipe_section(tiny_model: str, verified: Path, tmp_path: Path):
     out = tmp_path / "lora"
     recipe = tmp_path / "recipe.yaml"  # everything from the `train_sft` section, as `make demo` runs it
     recipe.write_text(f"""common: {{run_name: lora, model_name_or_path: {tiny_model}}}
 train_sft: {{input: {verified}, output_dir: {out}, max_steps: 2, use_peft: true, lora_r: 4,
-            lora_target_modules: [all-linear], max_length: 96, per_device_train_batch_size: 2, report_to: [none]}}
+            lora_target_modules: [all-linear], max_length: 96, per_device_train_batch_size: 2, report_to: [none],
+            packing: true}}
 """)
     proc = run_script("train_sft.py", "--config", str(recipe))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "model.safetensors").is_file()
     assert not any("lora" in k for k in weights(out))  # merged: a plain model evaluate.py can load
+    funnel = json.loads((out / "provenance.json").read_text())["funnel"]
+    assert funnel["rows_out"] == 8 and any(n.startswith("packed into") and "up to 96 tokens" in n
+                                           for n in funnel["notes"])
 
 
 def test_bad_inputs_give_one_line_errors(tiny_model: str, verified: Path, tmp_path: Path):
@@ -190,7 +194,8 @@ def test_two_processes_under_accelerate_launch(tiny_model: str, verified: Path, 
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     provenance = json.loads((out / "provenance.json").read_text())
-    assert provenance["metrics"]["steps"] == 2
+    # really two processes: each step took a batch on each, so 2 steps were a whole epoch of the 8 rows
+    assert provenance["metrics"]["steps"] == 2 and provenance["metrics"]["epoch"] == 1.0
     # each step saw one batch per process: 2 steps x 2 processes x 2 rows
     # 2 steps x 2 processes x 2 rows: every row once; the count is gathered over processes, padding excluded
     tokenizer, _ = prepare_tokenizer(resolve_model(tiny_model), "auto")
