@@ -24,11 +24,12 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE] + [_HERE]
 
 import gc  # noqa: E402
+import hashlib  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from selfalign.backends import BackendOptions, LazyBackend  # noqa: E402
 from selfalign.config import as_dict, parse_args  # noqa: E402
-from selfalign.errors import run_main  # noqa: E402
+from selfalign.errors import fail, run_main  # noqa: E402
 from selfalign.evaluation import (  # noqa: E402
     EvaluateArguments,
     check_arguments,
@@ -39,6 +40,7 @@ from selfalign.evaluation import (  # noqa: E402
     write_reports,
 )
 from selfalign.funnel import log, setup_logging  # noqa: E402
+from selfalign.io import push_folder  # noqa: E402
 from selfalign.models import resolve_model  # noqa: E402
 from selfalign.sandbox import Sandbox  # noqa: E402
 
@@ -48,6 +50,8 @@ def main() -> None:
     run_args, args, options = parse_args("evaluate", EvaluateArguments, BackendOptions)
     models = list(args.models) or [options.model_name_or_path]
     labels = check_arguments(args, models)
+    if run_args.num_shards > 1:  # each model's benchmark runs whole; a cluster splits the models instead
+        fail("evaluate.py does not shard problems: run one model per machine (--models), or --backend vllm")
     if options.backend != "endpoint":
         for model in models:  # a missing model is an error now, not after the first model's hour of work
             resolve_model(model)
@@ -83,6 +87,11 @@ def main() -> None:
         if bench.problems is None:
             print(f"{bench.name}: {bench.source}")
     print(table)
+    if run_args.push_to_hub:  # the reports and per-sample results, on branch `eval`, tagged by their content
+        version = hashlib.sha256((out / "results.md").read_bytes()).hexdigest()[:12]
+        push_folder(out, run_args.push_to_hub, repo_type="dataset", branch="eval", tag=f"eval-{version}",
+                    private=run_args.hub_private, allow_patterns=["*.json", "*.md", "*.png"], delete_patterns=None,
+                    message=f"eval {version} (evaluate.py)")
     print(f"evaluate: {len(models)} model(s) × {sum(b.problems is not None for b in benchmarks)} benchmark(s); "
           f"results in {out}/results.md")
 

@@ -325,6 +325,7 @@ def test_script_bad_inputs_are_one_line_errors(tmp_path):
     assert_one_line_error(run_script("evaluate.py", "--models", "a/b", "c/d", "--model_labels", "x", *out),
                           "--model_labels has 1 label(s) for 2 model(s)")
     assert_one_line_error(run_script("evaluate.py", "--n_samples", "4", *out), "--temperature > 0")
+    assert_one_line_error(run_script("evaluate.py", "--num_shards", "2", *out), "does not shard")
 
 
 def test_script_does_not_shadow_the_evaluate_package():
