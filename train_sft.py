@@ -59,9 +59,10 @@ def main() -> None:
     setup_logging()
     args, sft_config, model_args = parse_args("train_sft", TrainArguments, *sft_classes(), run_arguments=False,
                                               defaults=cpu_defaults())
-    run_name = sft_config.run_name or "demo-cpu"
-    if not sft_config.output_dir or sft_config.output_dir == "trainer_output":
-        sft_config.output_dir = f"data/{run_name}/{STAGE}"
+    explicit = sft_config.output_dir not in (None, "trainer_output")  # transformers' own default is no choice
+    run_args = RunArguments(run_name=sft_config.run_name or RunArguments.run_name, overwrite=args.overwrite,
+                            output_dir=sft_config.output_dir if explicit else None)
+    sft_config.output_dir = str(run_args.stage_output_dir(STAGE))
     funnel = Funnel(STAGE)
     rows, data_ref = read_rows(args.input, ["prompt", "completion"], "verified", args.max_rows)
     funnel.rows_in = len(rows)
@@ -70,9 +71,7 @@ def main() -> None:
         fail(f"input {args.input} has no well-formed prompt/completion rows to train on")
     model_ref = resolve_model(model_args.model_name_or_path)
     config = as_dict(args, sft_config, model_args)
-    run = StageRun(STAGE, "train_sft.py", RunArguments(run_name=run_name, output_dir=sft_config.output_dir,
-                                                       overwrite=args.overwrite),
-                   {k: v for k, v in config.items() if k not in VOLATILE},
+    run = StageRun(STAGE, "train_sft.py", run_args, {k: v for k, v in config.items() if k not in VOLATILE},
                    {"verified": data_ref.to_dict(), "model": model_ref.to_dict()})
     if not run.open():
         log.info("%s is trained (version %s); nothing to do", run.dir, run.version)

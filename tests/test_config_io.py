@@ -117,5 +117,5 @@ def test_every_recipe_parses_for_every_stage():
 
         data_args, sft_config, model_args = parse_args("train_sft", train_sft.TrainArguments, *train_sft.sft_classes(),
                                                        argv=["--config", str(recipe)], run_arguments=False,
-                                                       defaults={"bf16": False, "use_cpu": True})
+                                                       defaults=train_sft.cpu_defaults())
         assert sft_config.run_name == recipe.stem and data_args.input and model_args.model_name_or_path
