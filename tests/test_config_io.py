@@ -43,6 +43,27 @@ def test_unknown_stage_key_and_missing_recipe_are_one_line_errors(tmp_path):
         parse_args("stage_a", StageArgs, argv=["--config", str(tmp_path / "nope.yaml")])
 
 
+def test_section_variants_share_settings_through_merge_keys(tmp_path):
+    recipe = write_recipe(tmp_path, """
+common: {run_name: r1}
+stage_a: &a {model_name_or_path: m1, batch_size: 4}
+stage_a_big: {<<: *a, batch_size: 16}
+stage_b: {batch_size: 2}
+""")
+    _, plain = parse_args("stage_a", StageArgs, argv=["--config", recipe])
+    _, big = parse_args("stage_a", StageArgs, argv=["--section", "stage_a_big", "--config", recipe])
+    _, cli = parse_args("stage_a", StageArgs, argv=["--config", recipe, "--section=stage_a_big", "--batch_size", "8"])
+    assert (plain.model_name_or_path, plain.batch_size) == ("m1", 4)
+    assert (big.model_name_or_path, big.batch_size) == ("m1", 16)
+    assert cli.batch_size == 8
+    with pytest.raises(UserError, match="named stage_a_<variant>"):
+        parse_args("stage_a", StageArgs, argv=["--config", recipe, "--section", "stage_b"])
+    with pytest.raises(UserError, match="no section `stage_a_small`"):
+        parse_args("stage_a", StageArgs, argv=["--config", recipe, "--section", "stage_a_small"])
+    with pytest.raises(UserError, match="--section needs --config"):
+        parse_args("stage_a", StageArgs, argv=["--section", "stage_a_big"])
+
+
 def test_load_input_errors(tmp_path):
     with pytest.raises(UserError, match="input not found"):
         load_input(str(tmp_path / "missing" / "dir"))
