@@ -14,7 +14,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import math
 import os
 import random
 import re
@@ -359,12 +358,13 @@ def summarize(samples: Sequence[Mapping[str, Any]], ks: Sequence[int]) -> dict[s
 
 
 def mcnemar_exact(only_base: int, only_model: int) -> float:
-    """Two-sided exact McNemar p-value: the discordant problems split as a fair coin's flips under the null
-    (binomial, p = 1/2), p = P(a split at least as uneven), capped at 1; no discordant problem gives 1."""
-    n, k = only_base + only_model, min(only_base, only_model)
-    if n == 0:
-        return 1.0
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
+    """Two-sided exact McNemar p-value: under the null the discordant problems split as a fair coin's flips,
+    so it is scipy's exact binomial test of the split against p = 1/2 (for p = 1/2 that is 2 P(X <= min(b, c)),
+    capped at 1); no discordant problem gives 1."""
+    from scipy.stats import binomtest
+
+    n = only_base + only_model
+    return float(binomtest(only_model, n, 0.5).pvalue) if n else 1.0
 
 
 def per_problem(samples: Sequence[Mapping[str, Any]]) -> dict[str, tuple[float, bool]]:

@@ -96,7 +96,7 @@ def test_max_rows_caps_every_selection_to_the_same_instructions(max_rows):
            [r["instruction_id"] for r in outs[2]]
     assert {r["instruction_id"] for r in outs[0]} <= {r["instruction_id"] for r in full}
     other_seed = run(rows, "passing", 6, selection_instructions="matched", max_rows=max_rows)[0]
-    if max_rows < len(full):  # another seed samples other instructions
+    if 8 <= max_rows < len(full):  # another seed samples other instructions (1 of ~50 could coincide)
         assert {r["instruction_id"] for r in other_seed} != {r["instruction_id"] for r in outs[0]}
 
 
