@@ -128,8 +128,9 @@ def test_every_recipe_parses_for_every_stage():
               "evaluate": ("selfalign.evaluation", ["EvaluateArguments", BackendOptions])}
     recipes = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
     assert len(recipes) >= 3
-    import train_sft
     import yaml
+
+    import train_sft
 
     for recipe in recipes:
         names = list(yaml.safe_load(recipe.read_text()))
