@@ -135,7 +135,7 @@ def test_from_verdicts_end_to_end(tmp_path):
     pq.write_table(pa.Table.from_pylist(rows), source / "data" / "verdicts-00000-of-00001.parquet")
     pq.write_table(pa.Table.from_pylist([{"x": 1}]), source / "data" / "train-00000-of-00001.parquet")
     recipe = ROOT / "recipes" / "ablation-cpu.yaml"
-    counts = {}
+    counts, by_id = {}, {r["sample_id"]: r for r in rows}
     for selection in SELECTIONS:
         out = tmp_path / selection
         proc = run_script("verify.py", "--config", str(recipe), "--section", f"verify_{selection}", "--input",
@@ -147,6 +147,8 @@ def test_from_verdicts_end_to_end(tmp_path):
         assert provenance["funnel"]["rows_in"] == len(rows)
         assert provenance["funnel"]["counters"]["verdict: pass"] == sum(r["verdict"] == "pass" for r in rows)
         assert len(load_input(str(out), config="verdicts")[0]) == len(rows)  # carried over
+        assert all(r["verdict"] in SELECTIONS[selection] for r in data)
+        assert all(r["completion"][0]["content"] == by_id[r["sample_id"]]["response"] for r in data)
         counts[selection] = [r["instruction_id"] for r in data]
     assert counts["passing"] == counts["random"] == counts["failing"] and counts["passing"]
     same_dir = run_script("verify.py", "--config", str(recipe), "--section", "verify_random", "--input", str(source),
