@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 RECIPE ?= recipes/demo-cpu.yaml
+ABLATION ?= recipes/ablation-cpu.yaml
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-nodeps.txt | sha256sum | cut -c1-12)
 
-.PHONY: setup demo test lint
+.PHONY: setup demo passk ablation ablation-round2 test lint
 
 setup: $(STAMP)
 
@@ -28,6 +29,28 @@ demo: setup
 	$(PY) verify.py --config $(RECIPE)
 	$(PY) train_sft.py --config $(RECIPE)
 	$(PY) evaluate.py --config $(RECIPE)
+
+# Sampled pass@1/5/10 (10 samples per problem at T=0.8) of the demo's models, beside the greedy results.
+passk: setup
+	$(PY) evaluate.py --config $(RECIPE) --section evaluate_passk
+
+# The paper's ablation from a finished run's verdicts (see recipes/ablation-cpu.yaml): passing / random /
+# failing responses, same instructions and row count, same training; then base + 3 models in one evaluation.
+ablation: setup
+	$(PY) verify.py --config $(ABLATION) --section verify_passing
+	$(PY) verify.py --config $(ABLATION) --section verify_random
+	$(PY) verify.py --config $(ABLATION) --section verify_failing
+	$(PY) train_sft.py --config $(ABLATION) --section train_sft_passing
+	$(PY) train_sft.py --config $(ABLATION) --section train_sft_random
+	$(PY) train_sft.py --config $(ABLATION) --section train_sft_failing
+	$(PY) evaluate.py --config $(ABLATION)
+
+# Round 2: the passing model answers the same instructions, is verified and trained again; round 1 vs 2.
+ablation-round2: setup
+	$(PY) gen_responses.py --config $(ABLATION) --section gen_responses_round2
+	$(PY) verify.py --config $(ABLATION) --section verify_round2
+	$(PY) train_sft.py --config $(ABLATION) --section train_sft_round2
+	$(PY) evaluate.py --config $(ABLATION) --section evaluate_round2
 
 test: setup
 	$(VENV)/bin/ruff check .

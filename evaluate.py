@@ -1,8 +1,10 @@
 """Stage 6: evaluate models side by side on HumanEval (and HumanEval+, MBPP, MBPP+ when their data is at hand).
 
 Each model is loaded once, generates completions for every benchmark (greedy pass@1 by default, or n samples
-for pass@k), is closed, and the completions run with the benchmark's tests in selfalign's sandbox. Writes
-<output_dir>/<label>.json (per-sample verdicts, pass@k, timing), results.md, results.png and README.md, and
+for pass@k), is closed, and the completions run with the benchmark's tests in selfalign's sandbox. Every model
+after the first is compared with the first (the base) problem by problem: pass@1 difference with a paired
+bootstrap interval, problems solved by one only, exact McNemar p. Writes
+<output_dir>/<label>.json (per-sample verdicts, pass@k, timing, vs_base), results.md, results.png and README.md, and
 for a model given as a local folder also eval_results.json and an "## Evaluation" section in its README.md.
 Finished model × benchmark results are reused; generation resumes per chunk of problems.
 
@@ -33,6 +35,7 @@ from selfalign.errors import fail, run_main  # noqa: E402
 from selfalign.evaluation import (  # noqa: E402
     EvaluateArguments,
     check_arguments,
+    compare_with_base,
     evaluate_model,
     funnel_of,
     load_benchmark,
@@ -77,6 +80,7 @@ def main() -> None:
     finally:
         for box in boxes:
             box.close()
+    compare_with_base(out, results, run_args.seed, args.bootstrap_resamples)
     table = write_reports(out, results, benchmarks, args.pass_k, as_dict(run_args, args, options))
     for label, model in zip(labels, models, strict=True):
         if args.write_model_card and Path(model).is_dir():

@@ -6,16 +6,23 @@ sample chosen at random (seeded); instructions over 200 words dropped; exact ded
 response; MinHash near-dedup on instruction, response and code; optional diversity cap per function name;
 benchmark decontamination. The result is TRL-ready (`prompt`/`completion` conversational columns).
 
+The paper's ablation selects differently from the same verdicts, without running anything again
+(`--from_verdicts`, input: a finished verify output): one random or one failing response per instruction
+(`--selection`), on the instructions all three selections share (`--selection_instructions matched`).
+
     python verify.py --config recipes/demo-cpu.yaml [--input data/demo-cpu/responses] [--timeout 10]
+    python verify.py --config recipes/ablation-cpu.yaml --section verify_random
 """
 
 from __future__ import annotations
 
 import ast
+import random
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from selfalign.config import as_dict, parse_args
+from selfalign.config import RunArguments, as_dict, parse_args
 from selfalign.decontam import Decontaminator, normalize
 from selfalign.dedup import near_duplicates
 from selfalign.errors import fail, run_main
@@ -25,6 +32,10 @@ from selfalign.sandbox import Sandbox
 from selfalign.templates import row_rng
 
 STAGE = "verified"
+COLUMNS = ["sample_id", "instruction_id", "sample_index", "instruction", "response", "code", "tests"]
+DESCRIBED = {"passing": "whose own tests passed in the sandbox",
+             "random": "chosen at random whatever its tests did in the sandbox",
+             "failing": "whose own tests failed, errored or timed out in the sandbox"}
 
 
 @dataclass
@@ -41,6 +52,16 @@ class VerifyArguments:
     max_per_function_name: int | None = field(default=None, metadata={"help": "Diversity cap (None: off)."})
     decontaminate: list[str] = field(default_factory=lambda: ["humaneval", "mbpp"])
     decontam_min_chars: int = 24
+    selection: str = field(default="passing", metadata={
+        "help": "One response per instruction: passing (the paper's rule), random (whatever its verdict) or "
+                "failing (verdict fail, error or timeout): the ablation's (a), (b), (c)."})
+    selection_instructions: str = field(default="all", metadata={
+        "help": "all, or matched: only instructions with a passing and a failing sample that every selection "
+                "keeps after the filters, so the three selections share instructions and row count."})
+    max_rows: int | None = field(default=None, metadata={
+        "help": "Keep a seeded sample of N selected instructions (after every filter)."})
+    from_verdicts: bool = field(default=False, metadata={
+        "help": "--input is a finished verify output: select again from its `verdicts`, running nothing."})
 
 
 def function_names(code: str) -> list[str]:
@@ -50,19 +71,38 @@ def function_names(code: str) -> list[str]:
         return []
 
 
-def select(samples: list[dict], args: VerifyArguments, seed: int, funnel: Funnel) -> list[dict]:
-    """One passing sample per instruction, then the filters; every drop is counted."""
-    for verdict, n in Counter(s["verdict"] for s in samples if s["verdict"] != "pass").items():
-        funnel.drop(f"verdict {verdict}", n)
-    passing: dict[str, list[dict]] = {}
+# Which verdicts each selection draws its one response per instruction from. `failing` means the tests ran and
+# did not pass; `rejected` (refused before running) and `infra_error` (no response) are neither pass nor fail.
+SELECTIONS = {
+    "passing": ("pass",),  # the paper's rule
+    "random": ("pass", "fail", "error", "timeout", "rejected"),  # any sample with a response, whatever its verdict
+    "failing": ("fail", "error", "timeout"),
+}
+CHOSEN = {"passing": "passing sample", "random": "sample", "failing": "failing sample"}
+
+
+def choose(samples: list[dict], selection: str, seed: int, funnel: Funnel) -> list[dict]:
+    """One sample per instruction among those `selection` draws from, at random (seeded per instruction), in
+    the order instructions first appear (the same for every selection)."""
+    allowed = SELECTIONS[selection]
+    groups: dict[str, list[dict]] = {}
     for sample in samples:
-        if sample["verdict"] == "pass":
-            passing.setdefault(sample["instruction_id"], []).append(sample)
+        group = groups.setdefault(sample["instruction_id"], [])
+        if sample["verdict"] in allowed:
+            group.append(sample)
+        else:
+            funnel.drop(f"verdict {sample['verdict']}")
     chosen = []
-    for instruction_id, group in passing.items():
-        group.sort(key=lambda s: s["sample_index"])
-        chosen.append(row_rng(seed, instruction_id).choice(group))
-        funnel.drop("another passing sample of the same instruction was chosen", len(group) - 1)
+    for instruction_id, group in groups.items():
+        if group:
+            group.sort(key=lambda s: s["sample_index"])
+            chosen.append(row_rng(seed, instruction_id).choice(group))
+            funnel.drop(f"another {CHOSEN[selection]} of the same instruction was chosen", len(group) - 1)
+    return chosen
+
+
+def filter_rows(chosen: list[dict], args: VerifyArguments, decontam: Decontaminator, funnel: Funnel) -> list[dict]:
+    """Length cap, exact and near dedup, diversity cap and decontamination; every drop is counted."""
     kept = [s for s in chosen if len(s["instruction"].split()) <= args.max_instruction_words]
     funnel.drop(f"instruction over {args.max_instruction_words} words", len(chosen) - len(kept))
     for column in ("instruction", "response"):
@@ -86,27 +126,66 @@ def select(samples: list[dict], args: VerifyArguments, seed: int, funnel: Funnel
                 diverse.append(sample)
         funnel.drop(f"function name seen {args.max_per_function_name}+ times", len(kept) - len(diverse))
         kept = diverse
-    decontam = Decontaminator(tuple(args.decontaminate), args.decontam_min_chars)
     clean = [s for s in kept if decontam.match(s["instruction"] + "\n" + s["response"]) is None]
     funnel.drop("benchmark contamination", len(kept) - len(clean))
-    for note in decontam.notes():
-        funnel.note(note)
     return clean
 
 
-def main() -> None:
-    setup_logging()
-    run_args, args = parse_args("verify", VerifyArguments)
-    samples, responses_ref = read_rows(run_args.input, ["sample_id", "instruction_id", "sample_index", "instruction",
-                                                        "response", "code", "tests"], "responses")
+def matched_instructions(samples: list[dict], args: VerifyArguments, seed: int,
+                         decontam: Decontaminator) -> tuple[list[dict], set[str]]:
+    """For an ablation run as three separate selections: the samples of instructions having a passing and a
+    failing sample, and those of them whose chosen response survives every filter under all three selections.
+    Each run computes the same set, so (a), (b) and (c) train on the same instructions, one row each."""
+    verdicts: dict[str, set[str]] = {}
+    for sample in samples:
+        verdicts.setdefault(sample["instruction_id"], set()).add(sample["verdict"])
+    both = {i for i, v in verdicts.items() if v & set(SELECTIONS["passing"]) and v & set(SELECTIONS["failing"])}
+    eligible = [s for s in samples if s["instruction_id"] in both]
+    survivors = [{s["instruction_id"] for s in filter_rows(choose(eligible, selection, seed, Funnel("scratch")),
+                                                             args, decontam, Funnel("scratch"))}
+                 for selection in SELECTIONS]
+    return eligible, set.intersection(*survivors)
+
+
+def select(samples: list[dict], args: VerifyArguments, seed: int, funnel: Funnel) -> list[dict]:
+    """One sample per instruction by `--selection`, then the filters, then (ablation) only the instructions
+    every selection keeps and a seeded cap of `--max_rows` instructions; every drop is counted."""
+    decontam = Decontaminator(tuple(args.decontaminate), args.decontam_min_chars)
+    common: set[str] | None = None
+    if args.selection_instructions == "matched":
+        eligible, common = matched_instructions(samples, args, seed, decontam)
+        funnel.drop("instruction lacks a passing or a failing sample (matched)", len(samples) - len(eligible))
+        samples = eligible
+    kept = filter_rows(choose(samples, args.selection, seed, funnel), args, decontam, funnel)
+    if common is not None:
+        matched = [s for s in kept if s["instruction_id"] in common]
+        funnel.drop("dropped by another selection's filters (matched)", len(kept) - len(matched))
+        kept = matched
+    if args.max_rows is not None and len(kept) > args.max_rows:  # sampled by instruction: the same in each run
+        ids = set(random.Random(seed).sample(sorted(s["instruction_id"] for s in kept), args.max_rows))
+        funnel.drop(f"over --max_rows {args.max_rows} (seeded sample)", len(kept) - len(ids))
+        kept = [s for s in kept if s["instruction_id"] in ids]
+    for note in decontam.notes():
+        funnel.note(note)
+    return kept
+
+
+def check_arguments(run_args: RunArguments, args: VerifyArguments) -> None:
     if args.isolation not in ("bwrap", "none"):
         fail(f"--isolation must be bwrap or none (unsafe), not {args.isolation!r}")
-    if args.isolation == "none":
-        log.warning("--isolation none: samples run WITHOUT isolation (they can read and write what you can)")
-    stage = StageRun(STAGE, "verify.py", run_args, as_dict(run_args, args), {"responses": responses_ref.to_dict()})
-    if not stage.open():
-        log.info("%s is complete (version %s); nothing to do", stage.dir, stage.version)
-        return
+    if args.selection not in SELECTIONS:
+        fail(f"--selection must be one of {', '.join(SELECTIONS)}, not {args.selection!r}")
+    if args.selection_instructions not in ("all", "matched"):
+        fail(f"--selection_instructions must be all or matched, not {args.selection_instructions!r}")
+    if args.max_rows is not None and args.max_rows < 1:
+        fail(f"--max_rows must be at least 1, not {args.max_rows}")
+    if args.from_verdicts and run_args.input and \
+            Path(run_args.input).resolve() == run_args.stage_output_dir(STAGE).resolve():
+        fail("--from_verdicts writes a new selection: give it another --output_dir than its --input")
+
+
+def run_sandbox(stage: StageRun, samples: list[dict], args: VerifyArguments) -> bool:
+    """Every sample's verdict, saved per chunk (resumable); True once all chunks are done."""
     sandbox: list[Sandbox] = []  # started on first use: a finished run starts no slot
 
     def execute(rows: list[dict], part: Funnel) -> list[dict]:
@@ -132,25 +211,47 @@ def main() -> None:
         return out
 
     try:
-        done = stage.map_chunks("execute", samples, args.chunk_size, execute, desc="sandbox")
+        return stage.map_chunks("execute", samples, args.chunk_size, execute, desc="sandbox")
     finally:
         for box in sandbox:
             box.close()
-    if not done or not stage.finalizer:
+
+
+def main() -> None:
+    setup_logging()
+    run_args, args = parse_args("verify", VerifyArguments)
+    check_arguments(run_args, args)
+    if args.isolation == "none" and not args.from_verdicts:
+        log.warning("--isolation none: samples run WITHOUT isolation (they can read and write what you can)")
+    if args.from_verdicts:  # a new selection from a finished run's verdicts: nothing runs again
+        samples, ref = read_rows(run_args.input, [*COLUMNS, "verdict", "asserts"], "verified", config="verdicts")
+    else:
+        samples, ref = read_rows(run_args.input, COLUMNS, "responses")
+    inputs = {"verdicts" if args.from_verdicts else "responses": ref.to_dict()}
+    stage = StageRun(STAGE, "verify.py", run_args, as_dict(run_args, args), inputs)
+    if not stage.open():
+        log.info("%s is complete (version %s); nothing to do", stage.dir, stage.version)
         return
     funnel = Funnel(STAGE)
-    verdicts = stage.read_parts("execute", range(0, len(samples), args.chunk_size), funnel)
+    if args.from_verdicts:
+        verdicts, funnel.rows_in = samples, len(samples)
+        for verdict, n in Counter(v["verdict"] for v in verdicts).items():
+            funnel.count(f"verdict: {verdict}", n)
+    else:
+        if not run_sandbox(stage, samples, args) or not stage.finalizer:
+            return
+        verdicts = stage.read_parts("execute", range(0, len(samples), args.chunk_size), funnel)
     selected = select(verdicts, args, run_args.seed, funnel)
     sft = [{"prompt": [{"role": "user", "content": s["instruction"]}],
             "completion": [{"role": "assistant", "content": s["response"]}],
             "instruction_id": s["instruction_id"], "sample_id": s["sample_id"], "seed_id": s.get("seed_id"),
-            "asserts": s["asserts"]} for s in selected]
+            "verdict": s["verdict"], "asserts": s["asserts"]} for s in selected]
     passed = sum(v["verdict"] == "pass" for v in verdicts)
     stage.publish(sft, funnel, f"{len(sft)} SFT rows ({passed} of {len(verdicts)} samples passed)",
                   extra={"verdicts": verdicts}, license="other",
-                  description="Self-aligned SFT data: each instruction with one response whose own tests passed "
-                              "in the sandbox (selfalign.sandbox: bubblewrap, nonce and assert count), then "
-                              "deduplicated and decontaminated. Config `verdicts` holds every sample's verdict.")
+                  description=f"Self-aligned SFT data: each instruction with one response {DESCRIBED[args.selection]} "
+                              "(selfalign.sandbox: bubblewrap, nonce and assert count), then deduplicated and "
+                              "decontaminated. Config `verdicts` holds every sample's verdict.")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@ A recipe serves a whole run, so it is sectioned: `common:` holds values several 
 model, seed), and one section per stage (`build_seeds:`, `gen_instructions:`, ...) holds that stage's own.
 A stage takes the `common` keys it knows and must know every key of its own section; the command line
 overrides both. An `env:` mapping is exported as environment variables, as TrlParser does.
+
+A recipe may hold variants of a stage's section, named `<stage>_<variant>` (e.g. `evaluate_passk`, or
+`train_sft_random` in an ablation, where YAML merge keys `<<: *train_sft` keep the settings identical);
+`--section <name>` reads that one instead of `<stage>`.
 """
 
 from __future__ import annotations
@@ -42,22 +46,24 @@ class RunArguments:
         return Path(self.output_dir) if self.output_dir else Path("data") / self.run_name / stage
 
 
-def _pop_config_path(argv: list[str]) -> str | None:
+def _pop_option(argv: list[str], option: str, what: str) -> str | None:
+    """Remove `--option value` (or `--option=value`) from argv and return the value: options of the recipe
+    itself, which the dataclass parser does not know."""
     for i, arg in enumerate(argv):
-        if arg == "--config":
+        if arg == option:
             if i + 1 >= len(argv):
-                fail("--config needs a path to a YAML recipe")
-            path = argv[i + 1]
+                fail(f"{option} needs {what}")
+            value = argv[i + 1]
             del argv[i : i + 2]
-            return path
-        if arg.startswith("--config="):
+            return value
+        if arg.startswith(f"{option}="):
             del argv[i]
             return arg.split("=", 1)[1]
     return None
 
 
-def load_recipe(path: str, stage: str) -> dict[str, Any]:
-    """The recipe's `common` and `<stage>` sections merged (stage wins); `env` is exported."""
+def load_recipe(path: str, stage: str, section: str | None = None) -> dict[str, Any]:
+    """The recipe's `common` and `<stage>` (or `section`) sections merged (stage wins); `env` is exported."""
     recipe_path = Path(path)
     if not recipe_path.is_file():
         fail(f"recipe not found: {path}")
@@ -69,9 +75,15 @@ def load_recipe(path: str, stage: str) -> dict[str, Any]:
         fail(f"recipe {path} must be a YAML mapping of sections")
     for key, value in (recipe.get("env") or {}).items():
         os.environ[str(key)] = str(value)
-    common, own = recipe.get("common") or {}, recipe.get(stage) or {}
+    if section is not None:
+        if not section.startswith(f"{stage}_"):  # another stage's section would fail on its keys, less clearly
+            fail(f"--section {section}: {stage}'s sections are named {stage}_<variant>")
+        if section not in recipe:
+            fail(f"recipe {path} has no section `{section}`")
+    name = section or stage
+    common, own = recipe.get("common") or {}, recipe.get(name) or {}
     if not isinstance(common, dict) or not isinstance(own, dict):
-        fail(f"recipe {path}: sections `common` and `{stage}` must be mappings")
+        fail(f"recipe {path}: sections `common` and `{name}` must be mappings")
     return {"__common__": common, "__stage__": own}
 
 
@@ -87,16 +99,19 @@ def parse_args(stage: str, *dataclass_types: type, argv: list[str] | None = None
     parser = TrlParser(dataclass_types=types)  # pyright: ignore[reportArgumentType]
     if defaults:
         parser.set_defaults(**defaults)
-    config_path = _pop_config_path(args)
+    config_path = _pop_option(args, "--config", "a path to a YAML recipe")
+    section = _pop_option(args, "--section", "a section name of the recipe")
+    if section is not None and not config_path:
+        fail("--section needs --config: it names a section of the recipe")
     if config_path:
-        sections = load_recipe(config_path, stage)
+        sections = load_recipe(config_path, stage, section)
         known = {action.dest for action in parser._actions}
         defaults = {k: v for k, v in sections["__common__"].items() if k in known}
         defaults.update(sections["__stage__"])
         unknown = parser.set_defaults_with_config(**defaults)
         if unknown:
             names = [s.lstrip("-") for s in unknown if s.startswith("--")]
-            fail(f"recipe {config_path}, section `{stage}`: unknown argument(s) {', '.join(names)}")
+            fail(f"recipe {config_path}, section `{section or stage}`: unknown argument(s) {', '.join(names)}")
     try:
         return tuple(parser.parse_args_into_dataclasses(args=args))
     except ValueError as err:  # a dataclass's __post_init__ refused a combination (e.g. bf16 on a CPU)

@@ -9,6 +9,7 @@ documents at a time, and LSH banding groups all documents per band with one `np.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import struct
@@ -86,6 +87,14 @@ class MinHasher:
 
 
 
+@functools.cache
+def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    """datasketch's (bands, rows) for a threshold; computed once per process (it integrates numerically,
+    ~0.3 s a call, which verify's three dedup passes per selection would otherwise repeat)."""
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    return lsh.b, lsh.r
+
+
 def near_duplicates(texts: Sequence[str], threshold: float = 0.5, num_perm: int = 128, ngram: int = 5,
                     seed: int = 1) -> list[int | None]:
     """For each text, the index of an earlier kept text it nearly duplicates, or None to keep it.
@@ -94,8 +103,7 @@ def near_duplicates(texts: Sequence[str], threshold: float = 0.5, num_perm: int 
     datasketch's `MinHashLSH` (its `b` bands of `r` rows for this threshold), done with numpy: texts sharing
     any band exactly are candidates, as a `MinHashLSH.query` would return them.
     """
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    bands, rows = lsh.b, lsh.r
+    bands, rows = lsh_bands(threshold, num_perm)
     signatures = MinHasher(num_perm, ngram, seed).signatures(texts)
     present = [i for i, sig in enumerate(signatures) if sig is not None]
     duplicate_of: list[int | None] = [None] * len(texts)

@@ -65,6 +65,8 @@ class EvaluateArguments:
     workers: int | None = field(default=None, metadata={"help": "Sandbox slots (default: all cores)."})
     memory_mb: int = 1024
     isolation: str = field(default="bwrap", metadata={"help": "bwrap, or none (UNSAFE: no isolation)."})
+    bootstrap_resamples: int = field(default=10_000, metadata={
+        "help": "Resamples of the paired bootstrap interval of each model's pass@1 difference with the base."})
     write_model_card: bool = field(default=True, metadata={
         "help": "For a model given as a local folder, also write eval_results.json and its README section."})
 
@@ -352,6 +354,84 @@ def summarize(samples: Sequence[Mapping[str, Any]], ks: Sequence[int]) -> dict[s
             for k in ks}
 
 
+# ---------------------------------------------------------------- paired significance against the base
+
+
+def mcnemar_exact(only_base: int, only_model: int) -> float:
+    """Two-sided exact McNemar p-value: under the null the discordant problems split as a fair coin's flips,
+    so it is scipy's exact binomial test of the split against p = 1/2 (for p = 1/2 that is 2 P(X <= min(b, c)),
+    capped at 1); no discordant problem gives 1."""
+    from scipy.stats import binomtest
+
+    n = only_base + only_model
+    return float(binomtest(only_model, n, 0.5).pvalue) if n else 1.0
+
+
+def per_problem(samples: Sequence[Mapping[str, Any]]) -> dict[str, tuple[float, bool]]:
+    """Per problem: its pass@1 estimate (share of its samples that pass) and whether it counts as solved for
+    McNemar: the greedy sample passes, or, with n samples, a strict majority of them (more than n/2) pass."""
+    per_task: dict[str, list[bool]] = {}
+    for sample in samples:
+        per_task.setdefault(sample["task_id"], []).append(bool(sample["passed"]))
+    return {task: (sum(v) / len(v), 2 * sum(v) > len(v)) for task, v in per_task.items()}
+
+
+def paired_comparison(base: Sequence[Mapping[str, Any]], model: Sequence[Mapping[str, Any]], seed: int,
+                      resamples: int) -> dict[str, Any]:
+    """`model` against `base` on the same problems: the pass@1 difference in points with a paired bootstrap 95%
+    interval (problems resampled with replacement, seeded), the problems each solves that the other does not,
+    and the exact McNemar p-value on those."""
+    import numpy as np
+
+    ours, theirs = per_problem(model), per_problem(base)
+    if ours.keys() != theirs.keys():
+        fail("paired comparison needs both models' results on the same problems (rerun one of them)")
+    tasks = sorted(ours)
+    diff = np.array([ours[t][0] - theirs[t][0] for t in tasks]) * 100
+    means = diff[np.random.default_rng(seed).integers(0, len(tasks), size=(resamples, len(tasks)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    only_model = sum(ours[t][1] and not theirs[t][1] for t in tasks)
+    only_base = sum(theirs[t][1] and not ours[t][1] for t in tasks)
+    samples = len(model) // len(tasks)
+    return {"problems": len(tasks), "pass@1_diff": round(float(diff.mean()), 2),
+            "ci95": [round(float(low), 2), round(float(high), 2)], "bootstrap_resamples": resamples, "seed": seed,
+            "solved_by": "its one sample passes" if samples == 1 else f"more than half of its {samples} samples pass",
+            "only_model": only_model, "only_base": only_base,
+            "both": sum(ours[t][1] and theirs[t][1] for t in tasks),
+            "mcnemar_p": mcnemar_exact(only_base, only_model)}
+
+
+def compare_with_base(out: Path, results: Mapping[str, dict[str, Any]], seed: int, resamples: int) -> None:
+    """Add `vs_base` (per benchmark: `paired_comparison` against the first model) to every other model's result,
+    and save it in `<out>/<label>.json`."""
+    base_label, base = next(iter(results.items()))
+    for label, result in list(results.items())[1:]:
+        result["vs_base"] = {"base": base_label, "benchmarks": {
+            name: paired_comparison(base["benchmarks"][name]["samples"], bench["samples"], seed, resamples)
+            for name, bench in result["benchmarks"].items() if name in base["benchmarks"]}}
+        atomic_write(out / f"{label}.json", json.dumps(result, indent=1))
+
+
+def significance_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
+    """One row per model × benchmark compared with the base (empty when there is one model)."""
+    rows = [(label, name, c) for label, r in results.items() for name, c in r.get("vs_base", {}).get(
+        "benchmarks", {}).items()]
+    if not rows:
+        return ""
+    base = next(iter(results))
+    lines = [f"Paired with the base ({base}), problem by problem:", "",
+             "| model | benchmark | pass@1 − base (points) | 95% CI (paired bootstrap) | solved only by model | "
+             "solved only by base | exact McNemar p |", "|---|---|---:|---:|---:|---:|---:|"]
+    for label, name, c in rows:
+        lines.append(f"| {label} | {name} | {c['pass@1_diff']:+.1f} | [{c['ci95'][0]:+.1f}, {c['ci95'][1]:+.1f}] | "
+                     f"{c['only_model']} | {c['only_base']} | {c['mcnemar_p']:.3g} |")
+    solved_by = sorted({c["solved_by"] for _, _, c in rows})
+    resamples = rows[0][2]["bootstrap_resamples"]
+    lines += ["", f"CI: {resamples} seeded resamples of the problems, of the per-problem pass@1 difference. A "
+              f"problem counts as solved (counts, McNemar) when {' / '.join(solved_by)}."]
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------- running one model on one benchmark
 
 
@@ -525,13 +605,15 @@ def bar_chart_png(path: Path, values: Sequence[Sequence[float]], width: int = 64
 
 def write_reports(out: Path, results: Mapping[str, Mapping[str, Any]], benchmarks: Sequence[Benchmark],
                   ks: Sequence[int], arguments: Mapping[str, Any]) -> str:
-    """results.md, results.png and a README.md card in `out`; returns the models × benchmarks table."""
+    """results.md, results.png and a README.md card in `out`; returns the models × benchmarks table, followed by
+    the paired comparisons with the base when `compare_with_base` added them."""
     ran = [b for b in benchmarks if b.problems is not None]
     values = [[r["benchmarks"].get(b.name, {}).get("summary", {}).get(f"pass@{ks[0]}", 0.0) for r in results.values()]
               for b in ran]
     bar_chart_png(out / "results.png", values)
     table = results_markdown(results, benchmarks, ks, "results.png")
-    atomic_write(out / "results.md", "# Evaluation results\n\n" + table)
+    significance = significance_markdown(results)
+    atomic_write(out / "results.md", "# Evaluation results\n\n" + table + (f"\n{significance}" if significance else ""))
     args = "\n".join(f"| `{k}` | `{v}` |" for k, v in arguments.items())
     atomic_write(out / "README.md", f"""---
 tags: [selfalign, evaluation, code]
@@ -543,7 +625,8 @@ selfalign's sandbox (bubblewrap, trusted-test mode). Prompts follow StarCoder2-I
 task in a code fence, the answer prefilled with an opening fence, generation stopped at the closing fence.
 
 {table}
-Per-sample completions, verdicts and timings: `<label>.json`.
+{significance}
+Per-sample completions, verdicts and timings: `<label>.json` (and `vs_base`: the paired comparison as data).
 
 ## Arguments
 
@@ -551,7 +634,8 @@ Per-sample completions, verdicts and timings: `<label>.json`.
 |---|---|
 {args}
 """)
-    return "\n".join(line for line in table.splitlines() if line.startswith("|"))
+    return "\n".join(line for line in table.splitlines() if line.startswith("|")) + (
+        f"\n\n{significance.rstrip()}" if significance else "")
 
 
 def write_model_card(folder: Path, label: str, result: Mapping[str, Any], benchmarks: Sequence[Benchmark],
@@ -559,7 +643,8 @@ def write_model_card(folder: Path, label: str, result: Mapping[str, Any], benchm
     """eval_results.json and an `## Evaluation` section in the README.md of a local model folder."""
     summary = {name: {k: v for k, v in r.items() if k != "samples"} for name, r in result["benchmarks"].items()}
     atomic_write(folder / "eval_results.json", json.dumps({"label": label, "model": result["model"],
-                                                           "benchmarks": summary}, indent=2))
+                                                           "benchmarks": summary, "vs_base": result.get("vs_base")},
+                                                          indent=2))
     readme = folder / "README.md"
     body = results_markdown({label: result}, benchmarks, ks, None)
     body += "\nWritten by `evaluate.py`; details in `eval_results.json`.\n"
@@ -590,8 +675,8 @@ def check_arguments(args: EvaluateArguments, models: Sequence[str]) -> list[str]
         fail(f"--subset must be first or random, not {args.subset!r}")
     if args.max_problems is not None and args.max_problems < 1:
         fail(f"--max_problems must be at least 1, not {args.max_problems}")
-    if args.chunk_size < 1 or args.max_new_tokens < 1:
-        fail("--chunk_size and --max_new_tokens must be at least 1")
+    if args.chunk_size < 1 or args.max_new_tokens < 1 or args.bootstrap_resamples < 1:
+        fail("--chunk_size, --max_new_tokens and --bootstrap_resamples must be at least 1")
     labels = list(args.model_labels) or [default_label(m) for m in models]
     if len(labels) != len(models):
         fail(f"--model_labels has {len(labels)} label(s) for {len(models)} model(s)")

@@ -66,12 +66,14 @@ def _sha256_files(paths: Sequence[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def local_data_files(path: Path) -> list[Path]:
-    """The data files of a local input: a file, a selfalign output directory or a directory of data files."""
+def local_data_files(path: Path, config: str | None = None) -> list[Path]:
+    """The data files of a local input: a file, a selfalign output directory or a directory of data files;
+    with `config`, that named config's files of a selfalign output (e.g. verify's `verdicts`)."""
     if path.is_file():
         return [path]
-    for pattern in ("data/train-*.parquet", "data/*.parquet", "*.parquet", "data/*.jsonl", "*.jsonl", "data/*.json",
-                    "*.json"):
+    patterns = (f"data/{config}-*.parquet",) if config else (
+        "data/train-*.parquet", "data/*.parquet", "*.parquet", "data/*.jsonl", "*.jsonl", "data/*.json", "*.json")
+    for pattern in patterns:
         found = sorted(p for p in path.glob(pattern) if p.name != "provenance.json")
         if found:
             return found
@@ -82,8 +84,10 @@ def is_dataset_dir(path: Path) -> bool:
     return path.is_dir() and (bool(local_data_files(path)) or (path / "dataset_info.json").exists())
 
 
-def load_input(spec: str, split: str = "train", streaming: bool = False, **kwargs: Any) -> tuple[Any, InputRef]:
-    """Load a previous stage's output (or any dataset) by local path or `org/name[@revision]` Hub id."""
+def load_input(spec: str, split: str = "train", streaming: bool = False, config: str | None = None,
+               **kwargs: Any) -> tuple[Any, InputRef]:
+    """Load a previous stage's output (or any dataset) by local path or `org/name[@revision]` Hub id; `config`
+    names one of its configs other than the default (the `configs` of its card)."""
     import datasets
 
     path = Path(spec).expanduser()
@@ -92,9 +96,9 @@ def load_input(spec: str, split: str = "train", streaming: bool = False, **kwarg
             ds = datasets.load_from_disk(str(path))
             fingerprint = getattr(ds, "_fingerprint", "") or _sha256_files(sorted(path.glob("*.arrow")))
             return ds, InputRef(spec, "local", None, fingerprint)
-        files = local_data_files(path)
+        files = local_data_files(path, config)
         if not files:
-            fail(f"input {spec} holds no .parquet/.jsonl/.json data files")
+            fail(f"input {spec} holds no {f'`{config}` config' if config else '.parquet/.jsonl/.json data files'}")
         if path.is_dir() and not (path / "data").is_dir() and (path / "parts").is_dir():
             fail(f"input {spec} is an unfinished stage output: run that stage to completion first")
         builder = "parquet" if files[0].suffix == ".parquet" else "json"
@@ -112,19 +116,20 @@ def load_input(spec: str, split: str = "train", streaming: bool = False, **kwarg
         from huggingface_hub import HfApi
 
         sha = HfApi().dataset_info(repo_id, revision=revision or None).sha
-        ds = datasets.load_dataset(repo_id, revision=sha, split=split, streaming=streaming, **kwargs)
+        ds = datasets.load_dataset(repo_id, config, revision=sha, split=split, streaming=streaming, **kwargs)
     except Exception as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         fail(f"input {spec}: no such local path, and loading it from the Hub failed: {first}")
     return ds, InputRef(spec, "hub", revision or None, sha or "")
 
 
-def read_rows(spec: str | None, needed: Sequence[str], what: str,
-              max_rows: int | None = None) -> tuple[list[dict[str, Any]], InputRef]:
-    """A stage's input rows (the first `max_rows`): required, loadable, with the needed columns, not empty."""
+def read_rows(spec: str | None, needed: Sequence[str], what: str, max_rows: int | None = None,
+              config: str | None = None) -> tuple[list[dict[str, Any]], InputRef]:
+    """A stage's input rows (the first `max_rows`; of `config` if given): required, loadable, with the needed
+    columns, not empty."""
     if not spec:
         fail(f"--input is required: the {what} dataset (a path or org/name@revision)")
-    ds, ref = load_input(spec)
+    ds, ref = load_input(spec, config=config)
     require_columns(ds.column_names, needed, spec)
     rows = ds.to_list()[:max_rows]
     if not rows:

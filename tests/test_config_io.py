@@ -43,6 +43,27 @@ def test_unknown_stage_key_and_missing_recipe_are_one_line_errors(tmp_path):
         parse_args("stage_a", StageArgs, argv=["--config", str(tmp_path / "nope.yaml")])
 
 
+def test_section_variants_share_settings_through_merge_keys(tmp_path):
+    recipe = write_recipe(tmp_path, """
+common: {run_name: r1}
+stage_a: &a {model_name_or_path: m1, batch_size: 4}
+stage_a_big: {<<: *a, batch_size: 16}
+stage_b: {batch_size: 2}
+""")
+    _, plain = parse_args("stage_a", StageArgs, argv=["--config", recipe])
+    _, big = parse_args("stage_a", StageArgs, argv=["--section", "stage_a_big", "--config", recipe])
+    _, cli = parse_args("stage_a", StageArgs, argv=["--config", recipe, "--section=stage_a_big", "--batch_size", "8"])
+    assert (plain.model_name_or_path, plain.batch_size) == ("m1", 4)
+    assert (big.model_name_or_path, big.batch_size) == ("m1", 16)
+    assert cli.batch_size == 8
+    with pytest.raises(UserError, match="named stage_a_<variant>"):
+        parse_args("stage_a", StageArgs, argv=["--config", recipe, "--section", "stage_b"])
+    with pytest.raises(UserError, match="no section `stage_a_small`"):
+        parse_args("stage_a", StageArgs, argv=["--config", recipe, "--section", "stage_a_small"])
+    with pytest.raises(UserError, match="--section needs --config"):
+        parse_args("stage_a", StageArgs, argv=["--section", "stage_a_big"])
+
+
 def test_load_input_errors(tmp_path):
     with pytest.raises(UserError, match="input not found"):
         load_input(str(tmp_path / "missing" / "dir"))
@@ -106,16 +127,25 @@ def test_every_recipe_parses_for_every_stage():
               "verify": ("verify", ["VerifyArguments"]),
               "evaluate": ("selfalign.evaluation", ["EvaluateArguments", BackendOptions])}
     recipes = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
-    assert len(recipes) >= 2
+    assert len(recipes) >= 3
+    import yaml
+
+    import train_sft
+
     for recipe in recipes:
-        for section, (module_name, classes) in stages.items():
+        names = list(yaml.safe_load(recipe.read_text()))
+        for stage, (module_name, classes) in stages.items():
             module = importlib.import_module(module_name)
             types = [getattr(module, c) if isinstance(c, str) else c for c in classes]
-            parsed = parse_args(section, *types, argv=["--config", str(recipe)])
+            parsed = parse_args(stage, *types, argv=["--config", str(recipe)])
             assert parsed[0].run_name == recipe.stem
-        import train_sft
-
-        data_args, sft_config, model_args = parse_args("train_sft", train_sft.TrainArguments, *train_sft.sft_classes(),
-                                                       argv=["--config", str(recipe)], run_arguments=False,
-                                                       defaults=train_sft.cpu_defaults())
-        assert sft_config.run_name == recipe.stem and data_args.input and model_args.model_name_or_path
+            for variant in (n for n in names if n.startswith(f"{stage}_")):  # --section variants parse too
+                parse_args(stage, *types, argv=["--config", str(recipe), "--section", variant])
+        for section in [n for n in names if n == "train_sft" or n.startswith("train_sft_")]:
+            data_args, sft_config, model_args = parse_args(
+                "train_sft", train_sft.TrainArguments, *train_sft.sft_classes(), run_arguments=False,
+                argv=["--config", str(recipe), *(["--section", section] if section != "train_sft" else [])],
+                defaults=train_sft.cpu_defaults())
+            assert sft_config.run_name == recipe.stem and model_args.model_name_or_path
+            # a section with variants holds their shared settings; what runs has an input
+            assert data_args.input or any(n.startswith(f"{section}_") for n in names)

@@ -28,10 +28,13 @@ from selfalign.evaluation import (
     generate,
     load_benchmark,
     load_humaneval,
+    mcnemar_exact,
     model_info,
+    paired_comparison,
     pass_at_k,
     render_prompt,
     replace_section,
+    significance_markdown,
     summarize,
 )
 from selfalign.sandbox import Sandbox
@@ -62,6 +65,91 @@ def test_summarize_averages_problems():
     summary = summarize(rows, [1, 2])
     assert summary["pass@1"] == pytest.approx(100 * (0.25 + 0.5) / 2)
     assert summary["pass@2"] == pytest.approx(100 * ((1 - 3 / 6) + (1 - 1 / 6)) / 2, abs=0.01)
+
+
+# ---------------------------------------------------------------- paired significance
+
+
+def test_mcnemar_exact_hand_computed():
+    assert mcnemar_exact(10, 2) == pytest.approx(2 * (1 + 12 + 66) / 2**12)  # 0.0386
+    assert mcnemar_exact(2, 10) == mcnemar_exact(10, 2)
+    assert mcnemar_exact(0, 6) == pytest.approx(2 / 2**6)
+    assert mcnemar_exact(1, 9) == pytest.approx(2 * (1 + 10) / 2**10)
+    assert mcnemar_exact(3, 0) == pytest.approx(0.25)
+    assert mcnemar_exact(5, 5) == 1.0 and mcnemar_exact(0, 1) == 1.0 and mcnemar_exact(0, 0) == 1.0
+
+
+def test_mcnemar_exact_is_the_doubled_binomial_tail():
+    for b in range(0, 61, 3):
+        for c in range(0, 61, 4):
+            if b + c:
+                tail = sum(comb(b + c, i) for i in range(min(b, c) + 1)) / 2 ** (b + c)
+                assert mcnemar_exact(b, c) == pytest.approx(min(1.0, 2 * tail), rel=1e-9)
+
+
+def outcomes(task_passes: list[list[bool]]) -> list[dict[str, Any]]:
+    return [{"task_id": f"T/{i}", "passed": p} for i, passes in enumerate(task_passes) for p in passes]
+
+
+def test_paired_comparison_identical_models_differ_by_zero():
+    rows = outcomes([[i % 3 == 0] for i in range(164)])
+    c = paired_comparison(rows, rows, seed=0, resamples=2000)
+    assert c["pass@1_diff"] == 0.0 and c["ci95"] == [0.0, 0.0] and c["mcnemar_p"] == 1.0
+    assert (c["only_model"], c["only_base"], c["both"], c["problems"]) == (0, 0, 55, 164)
+
+
+def test_paired_comparison_hand_built():
+    base = outcomes([[i < 10] for i in range(20)])
+    model = outcomes([[i < 12] for i in range(20)])  # solves 2 more, loses none
+    c = paired_comparison(base, model, seed=1, resamples=4000)
+    assert c["pass@1_diff"] == pytest.approx(10.0) and (c["only_model"], c["only_base"], c["both"]) == (2, 0, 10)
+    assert c["mcnemar_p"] == pytest.approx(0.5)  # 2 discordant problems, both one way: 2 * (1/2)^2
+    assert c["ci95"][0] == 0.0 and 10.0 < c["ci95"][1] <= 30.0  # no problem is lost: never below 0
+    assert paired_comparison(base, model, seed=1, resamples=4000) == c  # seeded
+    flipped = paired_comparison(model, base, seed=1, resamples=4000)
+    assert flipped["pass@1_diff"] == -10.0 and flipped["ci95"] == [-c["ci95"][1], -c["ci95"][0]]
+    everything = paired_comparison(outcomes([[False]] * 8), outcomes([[True]] * 8), seed=2, resamples=500)
+    assert everything["ci95"] == [100.0, 100.0] and everything["mcnemar_p"] == pytest.approx(2 / 2**8)
+
+
+def test_paired_bootstrap_interval_covers_the_difference_and_narrows_with_more_problems():
+    import random
+
+    rng = random.Random(0)
+    widths = []
+    for n in (40, 164, 656):
+        base = [[rng.random() < 0.3] for _ in range(n)]
+        model = [[rng.random() < 0.4] for _ in range(n)]
+        c = paired_comparison(outcomes(base), outcomes(model), seed=0, resamples=4000)
+        assert c["ci95"][0] <= c["pass@1_diff"] <= c["ci95"][1]
+        only_model = sum(m[0] and not b[0] for b, m in zip(base, model, strict=True))
+        assert c["only_model"] == only_model
+        assert c["pass@1_diff"] == pytest.approx(100 * (c["only_model"] - c["only_base"]) / n, abs=0.01)
+        widths.append(c["ci95"][1] - c["ci95"][0])
+    assert widths[0] > widths[1] > widths[2]
+
+
+def test_paired_comparison_with_samples_uses_pass_at_1_estimates_and_majorities():
+    base = outcomes([[True, False, False, False], [True, True, True, False], [False] * 4])
+    model = outcomes([[True, True, False, False], [True, True, True, True], [True, True, True, False]])
+    c = paired_comparison(base, model, seed=0, resamples=1000)
+    assert c["pass@1_diff"] == pytest.approx(100 * (0.25 + 0.25 + 0.75) / 3, abs=0.01)
+    assert c["solved_by"] == "more than half of its 4 samples pass"
+    assert (c["only_model"], c["only_base"], c["both"]) == (1, 0, 1)  # 2 of 4 is no majority: task 0 unsolved
+    with pytest.raises(UserError, match="same problems"):
+        paired_comparison(base, model[:4], seed=0, resamples=10)
+
+
+def test_significance_table_lists_every_model_against_the_base():
+    base = outcomes([[i < 10] for i in range(20)])
+    results = {"base": {"benchmarks": {}}}
+    for label, solved in (("passing", 14), ("failing", 6)):
+        results[label] = {"vs_base": {"base": "base", "benchmarks": {"humaneval": paired_comparison(
+            base, outcomes([[i < solved] for i in range(20)]), seed=0, resamples=500)}}}
+    text = significance_markdown(results)
+    assert "| passing | humaneval | +20.0 |" in text and "| failing | humaneval | -20.0 |" in text
+    assert "| 4 | 0 | 0.125 |" in text and "| 0 | 4 | 0.125 |" in text
+    assert significance_markdown({"base": {"benchmarks": {}}}) == ""
 
 
 # ---------------------------------------------------------------- extraction
@@ -259,12 +347,14 @@ def test_model_fingerprint_sees_retrained_weights_but_not_its_own_card(tmp_path)
 class FakeBackend:
     def __init__(self, fail_after: int | None) -> None:
         self.stats, self.calls, self.fail_after, self.tokenizer = BackendStats(), 0, fail_after, None
+        self.seeds: list[int] = []
 
     def generate(self, prompts: list[str], sampling: Any) -> list[list[Completion]]:
         if self.fail_after is not None and self.calls >= self.fail_after:
             raise KeyboardInterrupt
         self.calls += 1
-        return [[Completion("\n    return 1\n```", "stop", 1, 3)] for _ in prompts]
+        self.seeds.append(sampling.seed)
+        return [[Completion(f"\n    return {i}\n```", "stop", 1, 3) for i in range(sampling.n)] for _ in prompts]
 
 
 class FakeLazy:
@@ -282,7 +372,23 @@ def test_generation_resumes_from_saved_chunks(tmp_path):
     resumed = FakeBackend(fail_after=None)
     rows = generate(FakeLazy(resumed), problems, args, 0, tmp_path, "gen")
     assert resumed.calls == 1 and [r["task_id"] for r in rows] == [p.task_id for p in problems]
-    assert rows[0]["completion"].endswith("\n    return 1\n")
+    assert rows[0]["completion"].endswith("\n    return 0\n")
+
+
+@pytest.mark.parametrize("chunk_size", [2, 4, 16])
+def test_sampled_generation_resumes_per_chunk_with_the_same_seeds(tmp_path, chunk_size):
+    problems = (load_humaneval().problems or [])[:40]
+    args = EvaluateArguments(n_samples=10, temperature=0.8, pass_k=[1, 5, 10], chunk_size=chunk_size)
+    whole = FakeBackend(fail_after=None)
+    reference = generate(FakeLazy(whole), problems, args, 3, tmp_path / "whole", "gen")
+    killed = FakeBackend(fail_after=1)
+    with pytest.raises(KeyboardInterrupt):
+        generate(FakeLazy(killed), problems, args, 3, tmp_path / "resumed", "gen")
+    resumed = FakeBackend(fail_after=None)
+    rows = generate(FakeLazy(resumed), problems, args, 3, tmp_path / "resumed", "gen")
+    assert rows == reference and len(rows) == 10 * len(problems)
+    assert [(r["task_id"], r["sample"]) for r in rows[:10]] == [("HumanEval/0", i) for i in range(10)]
+    assert killed.seeds + resumed.seeds == whole.seeds  # each chunk samples with its own seed, resumed or not
 
 
 # ---------------------------------------------------------------- the script
@@ -307,12 +413,43 @@ def test_script_end_to_end_two_models_then_resume(tiny_model, tmp_path):
         assert result["not_run"]["humaneval+"].startswith("not run: offline")
     table = (out / "results.md").read_text()
     assert "| base (`" in table and "| self-aligned (`" in table and "humaneval+**: not run" in table
+    vs_base = json.loads((out / "self-aligned.json").read_text())["vs_base"]
+    assert vs_base["base"] == "base" and list(vs_base["benchmarks"]) == ["humaneval"]
+    comparison = vs_base["benchmarks"]["humaneval"]
+    assert comparison["problems"] == 3 and {"pass@1_diff", "ci95", "mcnemar_p", "only_model", "only_base"} <= set(
+        comparison)
+    assert "vs_base" not in json.loads((out / "base.json").read_text())
+    assert "| self-aligned | humaneval |" in table and "exact McNemar p" in first.stdout
+    assert json.loads((model / "eval_results.json").read_text())["vs_base"] is None  # the base has no comparison
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG" and (out / "README.md").exists()
     assert "## Evaluation" in (model / "README.md").read_text() and (model / "eval_results.json").exists()
     assert not list((out / ".parts").rglob("*.json"))
     second = run_script("evaluate.py", *args, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stderr.count("not redone") == 2 and "loaded" not in second.stderr
+
+
+@requires_bwrap
+def test_script_sampled_pass_at_k_from_the_demo_recipe(tiny_model, tmp_path):
+    """The demo's `evaluate_passk` section (10 samples at T=0.8, pass@1/5/10) for a base and a tuned model."""
+    tuned = tmp_path / "tuned"
+    shutil.copytree(tiny_model, tuned)
+    out = tmp_path / "eval-passk"
+    proc = run_script("evaluate.py", "--config", str(ROOT / "recipes" / "demo-cpu.yaml"), "--section",
+                      "evaluate_passk", "--models", tiny_model, str(tuned), "--max_problems", "2",
+                      "--max_new_tokens", "8", "--chunk_size", "1", "--output_dir", str(out), "--workers", "2",
+                      timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for label in ("base", "self-aligned"):
+        he = json.loads((out / f"{label}.json").read_text())["benchmarks"]["humaneval"]
+        assert he["settings"]["n_samples"] == 10 and he["settings"]["temperature"] == 0.8
+        assert [(s["task_id"], s["sample"]) for s in he["samples"]] == [
+            (f"HumanEval/{t}", i) for t in range(2) for i in range(10)]
+        assert list(he["summary"]) == ["pass@1", "pass@5", "pass@10"]
+        assert len({s["raw"] for s in he["samples"]}) > 2  # sampled, not 10 copies of one greedy answer
+    comparison = json.loads((out / "self-aligned.json").read_text())["vs_base"]["benchmarks"]["humaneval"]
+    assert comparison["solved_by"] == "more than half of its 10 samples pass"
+    assert "humaneval pass@10" in proc.stdout
 
 
 def test_script_bad_inputs_are_one_line_errors(tmp_path):
