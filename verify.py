@@ -136,7 +136,7 @@ def main() -> None:
     finally:
         for box in sandbox:
             box.close()
-    if not done or not stage.finalizer:
+    if not done:
         return
     funnel = Funnel(STAGE)
     verdicts = stage.read_parts("execute", range(0, len(samples), args.chunk_size), funnel)
