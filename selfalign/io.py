@@ -132,6 +132,8 @@ def load_input(spec: str, split: str = "train", streaming: bool = False, default
         configs = declared_configs(path) if path.is_dir() else {}
         if config or (configs and not local_data_files(path)):  # a directory laid out as a Hub repo
             config = config or (default_config if default_config in configs else None)
+            if config is None:
+                fail(f"input {spec} holds configs {', '.join(configs)}: name one, as {where}:<config>")
             if config not in configs:
                 fail(f"input {spec}: no config {config!r} (it has: {', '.join(configs) or 'none'})")
             files = sorted({f for pattern in configs[config] for f in path.glob(pattern)})

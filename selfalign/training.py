@@ -115,6 +115,7 @@ def save_final(trainer: Any, tokenizer: Any, output_dir: Path, merge_lora: bool,
     process only (the weights, and the tokenizer it was given). LoRA: the adapter goes under adapter/ the same
     way; the merged weights are then made by the main process alone from the saved adapter and a fresh copy of
     the base model (`load_base`), since the trained copy may be sharded across processes."""
+    log.info("process %d of %d saves the model", trainer.accelerator.process_index, trainer.accelerator.num_processes)
     if not hasattr(trainer.model, "peft_config"):
         trainer.save_model(str(output_dir))
         return "full model"
