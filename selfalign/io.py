@@ -7,6 +7,9 @@ An output directory is laid out so that `datasets.load_dataset(<dir>)` and the H
     <dir>/provenance.json                     machine-readable version of the same
     <dir>/parts/<phase>/<chunk>.parquet|json  work in progress; a chunk is done when its .json exists
 
+On the Hub, every stage is a config of one dataset repo, on `main` (see `StageRun.hub_files`); inputs are
+named `where[:config][@revision]`.
+
 A stage's work is cut into chunks with stable numbers. Each finished chunk is written atomically with its
 funnel counts, so a killed run resumes at the first unfinished chunk and a cluster splits chunks by position:
 shard i of N does the chunks at positions i, i+N, i+2N... (datatrove's ranks, in miniature).
@@ -29,6 +32,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 
 from selfalign.config import RunArguments
 from selfalign.errors import fail
@@ -447,7 +451,7 @@ class StageRun:
         if self.run_args.push_to_hub:
             self.push(self.run_args.push_to_hub)
 
-    def hub_files(self, card: str | None) -> tuple[dict[str, Path | bytes], list[str]]:
+    def hub_files(self, repo_id: str, card: str | None) -> tuple[dict[str, Path | bytes], list[str]]:
         """This finished output as files of a Hub dataset repo where every stage is a config on `main`:
 
             <config>/train-*.parquet       rows of each config (`seeds`, ..., `verified` and `verdicts`)
@@ -472,9 +476,9 @@ class StageRun:
         configs += [{"config_name": name, "data_files": [{"split": "train", "path": f"{name}/train-*"}]} for name in ours]
         data = {**old, "license": old.get("license", "other"), "tags": old.get("tags", ["selfalign", "code", "synthetic"]),
                 "configs": configs}
-        listing = "\n".join(f"- `{c['config_name']}`: `load_dataset(\"<repo>\", \"{c['config_name']}\")`" for c in configs)
+        listing = "\n".join(f"- `{c['config_name']}`: `load_dataset(\"{repo_id}\", \"{c['config_name']}\")`" for c in configs)
         files["README.md"] = f"""---
-{yaml_dump(data)}---
+{yaml.safe_dump(data, sort_keys=False, allow_unicode=True)}---
 # selfalign datasets
 
 One config per pipeline stage, all on `main`; each push is also tagged `<stage>-<version>`.
@@ -501,7 +505,7 @@ Each stage's folder holds its card (how it was made, inputs, model, funnel) and 
                 card = Path(api.hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=parent)).read_text()
             except EntryNotFoundError:
                 card = None
-            files, folders = self.hub_files(card)
+            files, folders = self.hub_files(repo_id, card)
             stale = [f for f in api.list_repo_files(repo_id, repo_type="dataset", revision=parent)
                      if f.split("/")[0] in folders and f not in files]
             operations = [*(CommitOperationDelete(f) for f in stale),
@@ -515,12 +519,6 @@ Each stage's folder holds its card (how it was made, inputs, model, funnel) and 
         log.info("pushed %s to %s (configs %s on main, tag %s, commit %s)", self.dir, repo_id,
                  ", ".join(folders), tag, sha)
         return sha
-
-
-def yaml_dump(data: Mapping[str, Any]) -> str:
-    import yaml
-
-    return yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True)
 
 
 def push_folder(folder: Path, repo_id: str, *, repo_type: str, branch: str, tag: str, private: bool,

@@ -148,26 +148,29 @@ def test_shards_get_an_even_share_of_the_recipes_chunks_and_together_equal_one_p
 
 def _open_together(tmp_path: Path, out: Path, n: int, version: int, overwrite: bool) -> list[subprocess.CompletedProcess]:
     """Start `n` processes that each open the same output (same arguments) at the same instant and save one part."""
-    go = tmp_path / f"go-{version}-{overwrite}"
+    signals = tmp_path / f"signals-{version}-{overwrite}"
+    signals.mkdir()
     code = f"""
-import os, sys, time
+import sys, time
 from pathlib import Path
 from selfalign.config import RunArguments
 from selfalign.funnel import Funnel
 from selfalign.io import StageRun
 index = int(sys.argv[1])
-while not Path({str(go)!r}).exists():
-    time.sleep(0.001)
 run = RunArguments(output_dir={str(out)!r}, overwrite={overwrite}, num_shards={n}, shard_index=index)
 stage = StageRun("toy", "toy.py", run, {{"v": {version}}}, {{}})
+Path({str(signals)!r}, f"ready-{{index}}").touch()
+while not Path({str(signals)!r}, "go").exists():
+    time.sleep(0.005)
 assert stage.open()
 stage.write_part("p", index, [{{"shard": index, "v": {version}}}], Funnel("toy"))
 """
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(n)]
-    time.sleep(1.5)  # every interpreter is up and spinning on the start signal
-    go.touch()
+    while len(list(signals.glob("ready-*"))) < n and all(p.poll() is None for p in procs):
+        time.sleep(0.01)
+    (signals / "go").touch()  # every process has imported everything: they open at the same instant
     results = []
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=120)
@@ -177,7 +180,7 @@ stage.write_part("p", index, [{{"shard": index, "v": {version}}}], Funnel("toy")
 
 def test_shards_starting_together_neither_refuse_nor_delete_each_other(tmp_path):
     n = 8
-    for attempt in range(3):
+    for attempt in range(2):
         out = tmp_path / f"new-{attempt}"
         for proc in _open_together(tmp_path, out, n, version=attempt, overwrite=False):
             assert proc.returncode == 0, proc.stderr[-2000:]  # none saw a half-made directory as foreign
