@@ -41,7 +41,7 @@ VOLATILE = {"output_dir", "overwrite", "push_to_hub", "hub_model_id", "hub_revis
 
 @dataclass
 class TrainArguments:
-    input: str | None = field(default=None, metadata={"help": "Verified dataset: local path or org/name[@revision]."})
+    input: str | None = field(default=None, metadata={"help": "Verified dataset: a local path or org/name[:config][@revision]."})
     max_rows: int | None = field(default=None, metadata={"help": "Train on the first N rows only."})
     chat_template: str = field(default="auto", metadata={
         "help": "auto (the model's own, else the instruction template), model, or instruction."})
