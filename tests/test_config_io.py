@@ -89,6 +89,12 @@ def test_stage_parts_resume_and_version_guard(tmp_path):
     ds, _ = load_input(str(out))
     assert ds.to_list() == [{"x": 1}]
     assert not StageRun("toy", "toy.py", run, {"k": 1}, {}).open()  # complete: nothing to do
+    late = StageRun("toy", "toy.py", RunArguments(output_dir=str(tmp_path / "out"), overwrite=True), {"k": 1}, {})
+    assert not late.open()  # --overwrite replaces another version only: a finished run of this one stays
+    assert not late.all_done("p", [0])  # its parts are gone, but it is finished: nothing left to wait for
+    with pytest.raises(SystemExit) as exited:  # a process of a launch that comes late to read them stops quietly
+        late.read_parts("p", [0])
+    assert exited.value.code == 0
 
 
 def recipe_chunk_sizes() -> list[int]:
