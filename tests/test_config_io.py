@@ -302,6 +302,7 @@ def test_push_puts_every_stage_as_a_config_on_main_and_reads_back(tmp_path, monk
     assert seeds_run.push("org/data") == "c1" and LocalHub.tags == {f"seeds-{seeds_run.version}": "c1"}
     verified_run = finished_stage(tmp_path, "verified", verified, 1, extra={"verdicts": verdicts})
     verified_run.push("org/data")
+    assert load_input(f"{verified_run.dir}:verdicts")[0].to_list() == verdicts  # a local output's extra config
     # a new version of seeds in 3 files replaces the old file; the other stages' configs stay
     seeds_run = finished_stage(tmp_path, "seeds", seeds, 2, rows_per_file=1)
     seeds_run.push("org/data")
