@@ -152,6 +152,18 @@ def test_shards_get_an_even_share_of_the_recipes_chunks_and_together_equal_one_p
             assert shard.read_parts("p", starts, funnel) == expected and funnel.rows_in == len(rows)
 
 
+def test_shards_rerun_together_write_the_output_once(tmp_path, capsys):
+    run = RunArguments(output_dir=str(tmp_path / "out"), num_shards=2)
+    first, second = (StageRun("toy", "toy.py", run, {}, {}) for _ in range(2))
+    assert first.open() and second.open()
+    first.publish([{"x": 1}], Funnel("toy"), "1 row", description="toy")
+    created = (tmp_path / "out" / "provenance.json").read_text()
+    second.publish([{"x": 2}], Funnel("toy"), "1 row", description="toy")  # found it finished: writes nothing
+    assert (tmp_path / "out" / "provenance.json").read_text() == created
+    assert load_input(str(tmp_path / "out"))[0].to_list() == [{"x": 1}]
+    assert capsys.readouterr().out.count("toy: 1 row in") == 1
+
+
 def _open_together(tmp_path: Path, out: Path, n: int, version: int, overwrite: bool) -> list[subprocess.CompletedProcess]:
     """Start `n` processes that each open the same output (same arguments) at the same instant and save one part."""
     signals = tmp_path / f"signals-{version}-{overwrite}"
