@@ -118,7 +118,8 @@ def main() -> None:
         return
     funnel = Funnel(STAGE)
 
-    # 1. extraction, decontamination and pyright, chunk by chunk (resumable, sharded by chunk number)
+    # 1. extraction, decontamination and pyright, chunk by chunk (resumable; chunk n is the n-th, so it is
+    #    its own position and shards split the chunks by it)
     decontam = Decontaminator(tuple(args.decontaminate), args.decontam_min_chars)
     chunk_ids = []
     for chunk, docs in progress(iter_chunks(source, args.files_per_chunk), "extract+pyright", unit="chunk"):
@@ -131,9 +132,9 @@ def main() -> None:
         stage.write_part("extract", chunk, rows, part)
     if not chunk_ids:
         fail(f"source {args.source} yielded no files")
-    stage.barrier()
-    if waiting := stage.missing("extract", chunk_ids):
-        log.info("shard %d done; %d extract chunks remain for other shards", stage.shard_index, len(waiting))
+    # every process of a launch judges a share, so each needs the deduplicated candidates; without the judge
+    # only the finalizer goes on
+    if not stage.all_done("extract", chunk_ids) or (args.judge == "none" and not stage.finalizer):
         return
     candidates = stage.read_parts("extract", chunk_ids, funnel)
     for note in decontam.notes():
@@ -170,8 +171,6 @@ def main() -> None:
     else:
         funnel.note("docstring judge skipped (--judge none)")
         seeds = [{**row, "judge_p_yes": None, "judge_score": None} for row in unique]
-    if not stage.finalizer:
-        return
 
     checks = "parsed; documented; returns a value; no banned import or marker; not in a benchmark; " \
              "pyright clean; no near-duplicate kept before it" + ("; docstring judged sufficient"

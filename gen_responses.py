@@ -105,8 +105,6 @@ def main() -> None:
 
     if not stage.map_chunks("generate", instructions, args.chunk_size, answer, desc="I→R", backend=model):
         return
-    if not stage.finalizer:
-        return
     funnel = Funnel(STAGE)
     rows = stage.read_parts("generate", range(0, len(instructions), args.chunk_size), funnel)
     stage.publish(rows, funnel, f"{len(rows)} samples for {len(instructions)} instructions", model=model.model_info(),

@@ -6,7 +6,10 @@ template (`### Instruction` / `### Response`), saved as the tokenizer's chat tem
 evaluate.py prompt the trained model exactly as it was trained. Checkpoints resume; LoRA is merged at the end.
 
     python train_sft.py --config recipes/demo-cpu.yaml                          # CPU, one process
-    accelerate launch --config_file recipes/accelerate/multi-gpu.yaml train_sft.py --config recipes/paper-sc2-15b.yaml
+    accelerate launch --config_file recipes/accelerate/deepspeed-zero3.yaml train_sft.py --config recipes/paper-sc2-15b.yaml
+
+15B parameters need their weights, gradients and optimizer state sharded (ZeRO-3 or FSDP): plain DDP
+(multi-gpu.yaml) keeps a full copy on every GPU and runs out of memory. Every process takes part in saving.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ VOLATILE = {"output_dir", "overwrite", "push_to_hub", "hub_model_id", "hub_revis
 
 @dataclass
 class TrainArguments:
-    input: str | None = field(default=None, metadata={"help": "Verified dataset: local path or org/name[@revision]."})
+    input: str | None = field(default=None, metadata={"help": "Verified dataset: a local path or org/name[:config][@revision]."})
     max_rows: int | None = field(default=None, metadata={"help": "Train on the first N rows only."})
     chat_template: str = field(default="auto", metadata={
         "help": "auto (the model's own, else the instruction template), model, or instruction."})
@@ -89,9 +92,11 @@ def main() -> None:
     result = trainer.train(resume_from_checkpoint=resume)
     funnel.seconds = funnel.model_seconds = time.time() - started
     count_training(trainer, len(rows), sft_config, funnel)
+    # every process saves: under ZeRO-3 / FSDP gathering the sharded weights is a collective
+    saved = save_final(trainer, tokenizer, run.dir, args.merge_lora,
+                       lambda: load_model(model_ref, model_args.dtype, model_args.attn_implementation, args.dropout))
     if not trainer.accelerator.is_main_process:
         return
-    saved = save_final(trainer, tokenizer, run.dir, args.merge_lora)
     metrics = {**result.metrics, "train_rows": len(rows), "steps": trainer.state.global_step}
     write_card(run, model_ref, data_ref, template, saved, metrics, funnel, config)
     print(funnel.render_text())

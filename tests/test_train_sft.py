@@ -188,8 +188,10 @@ def test_bad_inputs_give_one_line_errors(tiny_model: str, verified: Path, tmp_pa
 
 def test_two_processes_under_accelerate_launch(tiny_model: str, verified: Path, tmp_path: Path):
     out = tmp_path / "ddp"
+    lora = ["--use_peft", "true", "--lora_r", "4", "--lora_target_modules", "all-linear"]  # the merge path too
     proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                           str(ROOT / "recipes" / "accelerate" / "cpu.yaml"), str(ROOT / "train_sft.py"), *train_args(verified, tiny_model, out, "--max_steps", "2")],
+                           str(ROOT / "recipes" / "accelerate" / "cpu.yaml"), str(ROOT / "train_sft.py"),
+                           *train_args(verified, tiny_model, out, "--max_steps", "2", *lora)],
                           capture_output=True, text=True, timeout=600,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -202,7 +204,10 @@ def test_two_processes_under_accelerate_launch(tiny_model: str, verified: Path, 
     expected = sum(len(tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True,
                                                      return_dict=True)["input_ids"]) for r in sft_rows())
     assert provenance["metrics"]["train_rows"] == 8 and provenance["funnel"]["tokens"] == expected
-    assert proc.stdout.count("sft: full model trained") == 1  # only process 0 saves and reports
+    # every process takes part in saving (a collective under ZeRO-3/FSDP); process 0 alone merges and reports
+    assert all(f"process {rank} of 2 saves the model" in proc.stderr for rank in (0, 1)), proc.stderr[-3000:]
+    assert proc.stdout.count("sft: merged model + LoRA adapter (adapter/) trained") == 1
+    assert (out / "adapter" / "adapter_config.json").is_file() and not any("lora" in k for k in weights(out))
 
 
 def test_push_goes_to_a_branch_and_tags_the_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
