@@ -21,7 +21,7 @@ from selfalign.dedup import near_duplicates
 from selfalign.errors import fail, run_main
 from selfalign.funnel import Funnel, log, setup_logging
 from selfalign.io import StageRun, read_rows
-from selfalign.sandbox import Sandbox
+from selfalign.sandbox import ISOLATIONS, Sandbox
 from selfalign.templates import row_rng
 
 STAGE = "verified"
@@ -32,7 +32,8 @@ class VerifyArguments:
     workers: int | None = field(default=None, metadata={"help": "Sandbox slots (default: all cores)."})
     timeout: float = field(default=10.0, metadata={"help": "Wall-clock seconds per sample."})
     memory_mb: int = 1024
-    isolation: str = field(default="bwrap", metadata={"help": "bwrap, or none (UNSAFE: no isolation)."})
+    isolation: str = field(default="bwrap", metadata={
+        "help": "bwrap (a host uid per slot as root, else rootless), rootless (user namespaces), or none (UNSAFE)."})
     chunk_size: int = field(default=256, metadata={"help": "Samples per resumable unit of work."})
     max_instruction_words: int = 200
     dedup_threshold: float = 0.7
@@ -99,8 +100,8 @@ def main() -> None:
     run_args, args = parse_args("verify", VerifyArguments)
     samples, responses_ref = read_rows(run_args.input, ["sample_id", "instruction_id", "sample_index", "instruction",
                                                         "response", "code", "tests"], "responses")
-    if args.isolation not in ("bwrap", "none"):
-        fail(f"--isolation must be bwrap or none (unsafe), not {args.isolation!r}")
+    if args.isolation not in ISOLATIONS:
+        fail(f"--isolation must be bwrap, rootless or none (unsafe), not {args.isolation!r}")
     if args.isolation == "none":
         log.warning("--isolation none: samples run WITHOUT isolation (they can read and write what you can)")
     stage = StageRun(STAGE, "verify.py", run_args, as_dict(run_args, args), {"responses": responses_ref.to_dict()})
