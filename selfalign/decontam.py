@@ -84,6 +84,7 @@ class Needles:
     `next(i for i, n in enumerate(needles) if n in text)`, but in one pass over the text."""
 
     def __init__(self, needles: Sequence[str]) -> None:
+        self.needles = list(needles)
         self.automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
         self.always: int | None = None  # an empty needle occurs in every text
         for index in reversed(range(len(needles))):  # the lowest index of a repeated needle wins
