@@ -19,8 +19,8 @@ import ast
 import os
 import re
 import socket
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 import ahocorasick

@@ -96,8 +96,8 @@ BLOCK = 2000  # texts per task of the process pool; smaller inputs are signed in
 def _sign_block(texts: Sequence[str], num_perm: int, ngram: int, seed: int) -> tuple[list[int], np.ndarray]:
     signatures = MinHasher(num_perm, ngram, seed).signatures(texts)
     present = [i for i, sig in enumerate(signatures) if sig is not None]
-    matrix = np.stack([signatures[i] for i in present]) if present else np.empty((0, num_perm), np.uint32)
-    return present, matrix  # type: ignore[return-value]
+    rows = [sig for sig in signatures if sig is not None]
+    return present, np.stack(rows) if rows else np.empty((0, num_perm), np.uint32)
 
 
 def signature_matrix(texts: Sequence[str], num_perm: int = 128, ngram: int = 5, seed: int = 1,

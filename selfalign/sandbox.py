@@ -52,9 +52,9 @@ from typing import Any
 from selfalign.errors import UserError
 
 __all__ = [
+    "ISOLATIONS",
     "REJECT_CATEGORIES",
     "VERDICTS",
-    "ISOLATIONS",
     "ExecResult",
     "Sandbox",
     "SandboxUnavailableError",
@@ -480,11 +480,11 @@ class _Slot:
         the init only finishes exiting once they are all gone; bwrap exits when it has reaped the init. So
         bwrap's exit means the slot is empty (no uid or /proc scan can say so: the slot's uid is ours)."""
         init_pid, self.init_pid = self.init_pid, None
-        if init_pid is not None and process.poll() is None:
-            # bwrap is our unreaped child, so its pid is not reused; its child is still the init
-            if _read_status(str(init_pid)).get("PPid", "").strip() == str(process.pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(init_pid, signal.SIGKILL)
+        # bwrap is our unreaped child, so its pid is not reused: if it is still the parent, that is the init
+        if (init_pid is not None and process.poll() is None
+                and _read_status(str(init_pid)).get("PPid", "").strip() == str(process.pid)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(init_pid, signal.SIGKILL)
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
