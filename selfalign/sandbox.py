@@ -479,12 +479,17 @@ class _Slot:
         """Rootless: SIGKILL the namespace's init. The kernel then kills every process of the namespace, and
         the init only finishes exiting once they are all gone; bwrap exits when it has reaped the init. So
         bwrap's exit means the slot is empty (no uid or /proc scan can say so: the slot's uid is ours)."""
+        if self.init_pid is None and process.poll() is None:  # a slot stopped before it was ready
+            with contextlib.suppress(_SlotBrokenError):
+                self._find_init(process.pid)
         init_pid, self.init_pid = self.init_pid, None
         # bwrap is our unreaped child, so its pid is not reused: if it is still the parent, that is the init
-        if (init_pid is not None and process.poll() is None
-                and _read_status(str(init_pid)).get("PPid", "").strip() == str(process.pid)):
+        if init_pid is not None and _read_status(str(init_pid)).get("PPid", "").strip() == str(process.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(init_pid, signal.SIGKILL)
+        elif process.poll() is None:  # bwrap has no child yet
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # --die-with-parent takes the init with it
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -508,7 +513,8 @@ class _Slot:
             self.workdir = tempfile.TemporaryDirectory(prefix="selfalign-sandbox-")
             workdir, scratch = self.workdir.name, [self.workdir.name]
         config = {
-            "mode": "none" if sandbox.isolation == "none" else "bwrap", "job_fd": job_read, "result_fd": result_write,
+            "mode": "none" if sandbox.isolation == "none" else "bwrap",  # the harness is the same in both bwraps
+            "job_fd": job_read, "result_fd": result_write,
             "stdout_fd": self.stdout_fd, "stderr_fd": self.stderr_fd, "workdir": workdir,
             "scratch_dirs": scratch, "memory_bytes": sandbox.memory_mb << 20,
             "cpu_seconds": math.ceil(sandbox.timeout) + 1, "file_bytes": sandbox.file_mb << 20,
@@ -717,8 +723,9 @@ class Sandbox:
                 "isolation='rootless' is for unprivileged users: as root use isolation='bwrap' "
                 "(RLIMIT_NPROC does not bind root, so rootless slots would have no process limit)"
             )
-        probe = subprocess.run(
-            [self._bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--ro-bind", "/", "/", "true"],
+        probe = subprocess.run(  # --as-pid-1: without it bwrap's reaper init is left for others to reap
+            [self._bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--as-pid-1", "--ro-bind", "/", "/",
+             "true"],
             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=False,
         )
         if probe.returncode != 0:
