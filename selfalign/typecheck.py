@@ -1,7 +1,7 @@
 """pyright in large batches: one process checks hundreds of files; a batch that crashes or times out is
 split in two and retried, down to the single file, so one bad file never costs the others their verdict.
 `workers` pyright processes run at once (threads wait on them; pyright itself is single-threaded), and the
-sources are spread over at least `workers` batches so a small chunk still uses every core. A file's verdict
+sources are spread over at least `workers` batches (of 32 files or more) so a small chunk still uses every core. A file's verdict
 does not depend on which batch it is in (every file is its own module), so it equals the serial path's.
 
 The configuration (`pyright_seeds.json`) lives in the repo, so the verdict depends only on it, on pyright's
@@ -73,10 +73,13 @@ def _run_batch(sources: Sequence[str], indices: Sequence[int], command: Sequence
     return verdicts
 
 
+MIN_SPLIT = 32  # never split below this many files a batch: each pyright start costs seconds of CPU
+
+
 def batches(count: int, batch_size: int, workers: int) -> list[list[int]]:
     """Consecutive index ranges of near-equal size, at most `batch_size` each, and at least `workers` of them
-    when there are that many sources."""
-    number = max(math.ceil(count / batch_size), min(workers, count))
+    when there are `MIN_SPLIT` sources for each."""
+    number = max(math.ceil(count / batch_size), min(workers, count // MIN_SPLIT))
     bounds = [round(k * count / number) for k in range(number + 1)] if number else [0]
     return [list(range(bounds[k], bounds[k + 1])) for k in range(number)]
 

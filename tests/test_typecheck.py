@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 from selfalign.pysource import extract_seeds
-from selfalign.typecheck import TypeCheckStats, batches, pyright_command, typecheck
+from selfalign.typecheck import MIN_SPLIT, TypeCheckStats, batches, pyright_command, typecheck
 
 CLEAN = 'import math\n\n\ndef hyp(a: float, b: float) -> float:\n    """Hypotenuse."""\n    return math.sqrt(a * a + b * b)\n'
 TYPE_ERROR = 'def half(n: int) -> int:\n    """Half of n."""\n    return n.upper()\n'
@@ -45,15 +45,16 @@ os.execv({pyright_command()[0]!r}, [{pyright_command()[0]!r}, *sys.argv[1:]])
     assert [v is None for i, v in enumerate(verdicts) if i != 3] == [True, False, True, True, False, True, True]
     assert stats.crashed_files == 1
     assert stats.failed_batches == 4  # 8 -> 4 -> 2 -> 1 poisoned halves failed
-    parallel = TypeCheckStats()  # 2 pyrights at a time: 2 batches of 4 -> 2 -> 1 poisoned halves failed
+    parallel = TypeCheckStats()  # the same bisection, each pair of halves checked at once
     assert typecheck(sources, batch_size=8, command=[str(wrapper)], stats=parallel, workers=2) == verdicts
-    assert (parallel.crashed_files, parallel.failed_batches) == (1, 3)
+    assert (parallel.crashed_files, parallel.failed_batches, parallel.processes) == (1, 4, 7)
 
 
 def test_batches_cover_every_source_once_and_use_every_worker():
-    for count in (0, 1, 2, 3, 7, 250, 251, 1000, 1001):
+    for count in (0, 1, 2, 3, 7, 63, 64, 65, 250, 251, 1000, 1001):
         for workers in (1, 2, 8):
             found = batches(count, 250, workers)
             assert [i for batch in found for i in batch] == list(range(count))
             assert all(0 < len(batch) <= 250 for batch in found)
-            assert len(found) >= min(workers, count)
+            assert len(found) >= min(workers, count // MIN_SPLIT)
+            assert len(found) <= 1 or min(map(len, found)) >= MIN_SPLIT
