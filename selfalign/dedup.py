@@ -15,6 +15,7 @@ import hashlib
 import multiprocessing
 import os
 import re
+import signal
 import struct
 from collections.abc import Sequence
 
@@ -90,7 +91,15 @@ class MinHasher:
 
 
 
+PR_SET_PDEATHSIG = 1
 BLOCK = 2000  # texts per task of the process pool; smaller inputs are signed in this process
+
+
+def _die_with_parent() -> None:
+    """Pool workers get SIGKILL when the stage dies (even by SIGKILL), instead of waiting for tasks forever."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _sign_block(texts: Sequence[str], num_perm: int, ngram: int, seed: int) -> tuple[list[int], np.ndarray]:
@@ -108,7 +117,7 @@ def signature_matrix(texts: Sequence[str], num_perm: int = 128, ngram: int = 5, 
     if workers == 1 or len(starts) < 2:
         return _sign_block(texts, num_perm, ngram, seed)
     # fork: the children import nothing (spawn would import the caller's script and its libraries again)
-    with multiprocessing.get_context("fork").Pool(min(workers, len(starts))) as pool:
+    with multiprocessing.get_context("fork").Pool(min(workers, len(starts)), _die_with_parent) as pool:
         blocks = pool.starmap(_sign_block, [(texts[i : i + BLOCK], num_perm, ngram, seed) for i in starts], 1)
     present = [start + i for start, (indices, _) in zip(starts, blocks, strict=True) for i in indices]
     return present, np.concatenate([matrix for _, matrix in blocks])
