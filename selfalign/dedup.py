@@ -96,7 +96,8 @@ BLOCK = 2000  # texts per task of the process pool; smaller inputs are signed in
 
 
 def _die_with_parent() -> None:
-    """Pool workers get SIGKILL when the stage dies (even by SIGKILL), instead of waiting for tasks forever."""
+    """Pool workers get SIGKILL when the stage dies (even by SIGKILL), rather than finishing their block first
+    (after it they would exit anyway: the task pipe is closed)."""
     import ctypes
 
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

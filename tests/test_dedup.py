@@ -75,3 +75,51 @@ def test_pool_signatures_equal_one_process(monkeypatch):
     pooled_present, pooled = signature_matrix(texts, workers=2)
     assert len(texts) > 250 and {5, 6, 7}.isdisjoint(present)
     assert pooled_present == present and np.array_equal(pooled, matrix)
+
+
+def test_pool_workers_end_when_the_stage_is_killed():
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    from conftest import STDLIB
+
+    texts = [text for path in sorted(STDLIB.glob("*.py")) for text in path.read_text(errors="replace").split("\ndef ")]
+    stage = os.fork()
+    if stage == 0:  # a stage busy signing (long enough to be killed mid-way)
+        signature_matrix(texts * 50, workers=2)
+        os._exit(0)
+
+    def workers() -> list[str]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    status = (entry / "status").read_text()
+                except OSError:
+                    continue
+                if f"\nPPid:\t{stage}\n" in status:
+                    found.append(entry.name)
+        return found
+
+    deadline = time.monotonic() + 60
+    while len(workers()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pool = workers()
+    os.kill(stage, signal.SIGKILL)
+    os.waitpid(stage, 0)
+    assert len(pool) == 2
+    deadline = time.monotonic() + 30
+    running = pool
+    while running and time.monotonic() < deadline:
+        time.sleep(0.05)
+        running = []
+        for pid in pool:
+            try:
+                state = Path(f"/proc/{pid}/status").read_text().split("State:\t")[1][0]
+            except (OSError, IndexError):
+                continue
+            if state != "Z":
+                running.append(pid)
+    assert running == []
