@@ -43,6 +43,8 @@ class SeedArguments:
     banned_imports: list[str] = field(default_factory=lambda: list(DEFAULT_BANNED_IMPORTS))
     pyright_batch_size: int = 250
     pyright_timeout: float = 180.0
+    pyright_workers: int | None = field(default=None, metadata={
+        "help": "pyright processes at a time (default: one per core; divide by the ranks sharing a node)."})
     decontaminate: list[str] = field(default_factory=lambda: ["humaneval", "mbpp"])
     decontam_min_chars: int = 24
     dedup_threshold: float = 0.5
@@ -88,7 +90,7 @@ def extract_chunk(docs, args: SeedArguments, decontam: Decontaminator, funnel: F
             })
     stats = TypeCheckStats()
     verdicts = typecheck([c["content"] for c in candidates], batch_size=args.pyright_batch_size,
-                         timeout=args.pyright_timeout, stats=stats)
+                         timeout=args.pyright_timeout, stats=stats, workers=args.pyright_workers)
     funnel.count("pyright processes", stats.processes)
     funnel.count("pyright batches split after a crash", stats.failed_batches)
     kept = []

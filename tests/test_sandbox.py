@@ -1,12 +1,19 @@
-"""The sandbox against hostile programs, run for real (bubblewrap) and in parallel through Sandbox.map."""
+"""The sandbox against hostile programs, run for real (bubblewrap) and in parallel through Sandbox.map, in both
+bubblewrap modes: per-slot uids (as root) and rootless (as an unprivileged user, created if missing)."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
 import os
+import pwd
 import secrets
 import shutil
 import socket
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,12 +28,14 @@ from selfalign.sandbox import (
     ExecResult,
     Sandbox,
     SandboxUnavailableError,
+    expose_prefix,
     processes_of_uid,
     static_check,
 )
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET_NAME = "SELFALIGN_TEST_SECRET"
+TEST_USER = "selfalign-sandbox-test"  # the unprivileged account the rootless runs use when we are root
 requires_bwrap = pytest.mark.skipif(
     shutil.which("bwrap") is None or os.geteuid() != 0,
     reason="bubblewrap is not installed (apt-get install -y bubblewrap) or not running as root",
@@ -99,6 +108,13 @@ HOSTILE: dict[str, tuple[str, str, str]] = {
     "ctypes_crash": ("import ctypes\nctypes.string_at(0)\n", "assert 1\n", "rejected"),
     "signal_ignore": ("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n", "assert 1\n", "rejected"),
     # resource exhaustion
+    "process_limit": (  # RLIMIT_NPROC binds (per slot: a uid of its own, or a user namespace of its own)
+        "import os, time\npids = []\nwhile len(pids) < 200:\n    try:\n        pid = os.fork()\n    except OSError:\n"
+        "        break\n    if pid == 0:\n        time.sleep(30)\n        getattr(os, '_ex' + 'it')(0)\n    pids.append(pid)\n"
+        "for pid in pids:\n    os.kill(pid, 9)\n    os.waitpid(pid, 0)\n",
+        "assert 0 < len(pids) < 64\n",
+        "pass",
+    ),
     "fork_bomb": ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n", "", "timeout"),
     "infinite_loop": ("while True:\n    pass\n", "assert True\n", "timeout"),
     "evaded_sigalrm_ignored": (
@@ -244,10 +260,12 @@ TRUSTED: dict[str, tuple[str, str, str]] = {
 
 
 class HostState:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, owner: int | None = None) -> None:
         self.secret = secrets.token_hex(24)
         self.canary = tmp / "canary.txt"
         self.canary.write_text("still here")
+        if owner is not None:  # the sandbox's own user could delete it, were it reachable
+            os.chown(self.canary, owner, owner)
         self.home_canary = Path.home() / f".selfalign-canary-{secrets.token_hex(4)}"
         self.home_canary.write_text("still here")
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -273,49 +291,95 @@ class HostState:
         self.home_canary.unlink(missing_ok=True)
 
 
+@dataclasses.dataclass
 class HostileRun:
-    def __init__(self, host: HostState, plain: dict[str, ExecResult], trusted: dict[str, ExecResult], uids: list[int]) -> None:
-        self.host, self.plain, self.trusted, self.uids = host, plain, trusted, uids
+    mode: str  # the isolation asked for
+    isolation: str  # the isolation in force
+    host: HostState
+    plain: dict[str, ExecResult]
+    trusted: dict[str, ExecResult]
+    uids: list[int]  # host uids that must own no process afterwards
+    zombies: list[str]
 
 
-@pytest.fixture(scope="module")
-def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileRun]:
-    if shutil.which("bwrap") is None or os.geteuid() != 0:
-        pytest.skip("bubblewrap is not installed (apt-get install -y bubblewrap) or not running as root")
-    host = HostState(tmp_path_factory.mktemp("host"))
+def unprivileged_uid() -> int:
+    """uid of TEST_USER, created if missing (a concurrent creation by another run is fine)."""
+    with contextlib.suppress(KeyError):
+        return pwd.getpwnam(TEST_USER).pw_uid
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER],
+                   capture_output=True, check=False)
+    return pwd.getpwnam(TEST_USER).pw_uid
+
+
+def run_as(uid: int, spec: dict[str, Any]) -> dict[str, Any]:
+    """tests/sandbox_driver.py as `uid`, with our interpreter made reachable (a pyenv one lives under /root)."""
+    bwrap = shutil.which("bwrap") or "bwrap"
+    command = [
+        *expose_prefix(bwrap, os.path.realpath(sys.base_prefix)),
+        "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--",
+        sys.executable, "-B", str(REPO / "tests" / "sandbox_driver.py"),
+    ]
+    proc = subprocess.run(command, input=json.dumps(spec), capture_output=True, text=True, cwd="/",
+                          env={**os.environ, "HOME": "/"}, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module", params=["bwrap", "rootless"])
+def hostile(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileRun]:
+    mode: str = request.param
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed (apt-get install -y bubblewrap)")
+    if mode == "bwrap" and os.geteuid() != 0:
+        pytest.skip("isolation='bwrap' needs root")
+    user = unprivileged_uid() if mode == "rootless" and os.geteuid() == 0 else None
+    workdir = tmp_path_factory.mktemp("host") if user is None else Path(tempfile.mkdtemp(prefix="selfalign-host-"))
+    host = HostState(workdir, owner=user)
     os.environ[SECRET_NAME] = host.secret  # the sandbox must not pass our environment on
+    options = {"workers": 2, "timeout": 3, "file_mb": 8, "tmpfs_mb": 32, "isolation": "bwrap"}  # rootless: chosen
+    plain_jobs = [(host.fill(code), host.fill(tests)) for code, tests, _ in HOSTILE.values()]
+    trusted_jobs = [(code, tests) for code, tests, _ in TRUSTED.values()]
     try:
-        with Sandbox(workers=2, timeout=3, file_mb=8, tmpfs_mb=32) as box:
-            jobs = [(host.fill(code), host.fill(tests)) for code, tests, _ in HOSTILE.values()]
-            plain = dict(zip(HOSTILE, box.map(jobs), strict=True))
-            trusted_jobs = [(code, tests) for code, tests, _ in TRUSTED.values()]
-            trusted = dict(zip(TRUSTED, box.map(trusted_jobs, trusted=True), strict=True))
-            uids = box.slot_uids
-        yield HostileRun(host, plain, trusted, uids)
+        if user is None:
+            with Sandbox(**options) as box:  # type: ignore[arg-type]
+                plain, trusted = box.map(plain_jobs), box.map(trusted_jobs, trusted=True)
+                isolation, uids = box.isolation, box.slot_uids  # rootless in-process: our uid is busy
+            children = subprocess.run(["ps", "-o", "stat=", "--ppid", str(os.getpid())], capture_output=True,
+                                      text=True, check=False).stdout.split()
+            zombies = [state for state in children if state.startswith("Z")]
+        else:
+            out = run_as(user, {"options": options, "plain": plain_jobs, "trusted": trusted_jobs})
+            plain, trusted = ([ExecResult(**fields) for fields in out[key]] for key in ("plain", "trusted"))
+            isolation, uids, zombies = out["isolation"], [user], out["zombies"]
+        yield HostileRun(mode, isolation, host, dict(zip(HOSTILE, plain, strict=True)),
+                         dict(zip(TRUSTED, trusted, strict=True)), uids, zombies)
     finally:
         del os.environ[SECRET_NAME]
         host.close()
+        if user is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def describe(result: ExecResult) -> str:
     return f"{result.verdict}: {result.reason}\nstdout: {result.stdout[-500:]}\nstderr: {result.stderr[-1500:]}"
 
 
-@requires_bwrap
+def test_the_mode_asked_for_is_in_force(hostile: HostileRun) -> None:
+    assert hostile.isolation == hostile.mode  # without root, "bwrap" selects "rootless"
+
+
 @pytest.mark.parametrize("name", list(HOSTILE))
 def test_hostile_program_verdict(hostile: HostileRun, name: str) -> None:
     result = hostile.plain[name]
     assert result.verdict == HOSTILE[name][2], describe(result)
 
 
-@requires_bwrap
 @pytest.mark.parametrize("name", list(TRUSTED))
 def test_trusted_tests_verdict(hostile: HostileRun, name: str) -> None:
     result = hostile.trusted[name]
     assert result.verdict == TRUSTED[name][2], describe(result)
 
 
-@requires_bwrap
 def test_reasons_name_the_cause(hostile: HostileRun) -> None:
     plain = hostile.plain
     assert plain["no_asserts"].reason == "no assert or unittest test was executed"
@@ -331,7 +395,6 @@ def test_reasons_name_the_cause(hostile: HostileRun) -> None:
     assert plain["passing"].asserts == 2
 
 
-@requires_bwrap
 def test_host_is_intact(hostile: HostileRun) -> None:
     assert hostile.host.canary.read_text() == "still here"
     assert hostile.host.home_canary.read_text() == "still here"
@@ -339,7 +402,6 @@ def test_host_is_intact(hostile: HostileRun) -> None:
     assert (REPO / "tests" / "test_sandbox.py").is_file()
 
 
-@requires_bwrap
 def test_listeners_got_no_connection(hostile: HostileRun) -> None:
     assert "Errno" in hostile.plain["connect_tcp_listener"].reason  # it really tried
     for listener in (hostile.host.listener, hostile.host.abstract):
@@ -347,25 +409,20 @@ def test_listeners_got_no_connection(hostile: HostileRun) -> None:
             listener.accept()
 
 
-@requires_bwrap
 def test_secret_never_leaks(hostile: HostileRun) -> None:
     assert "'HOME': '/tmp'" in hostile.plain["read_secret"].stdout  # the reader did run and print
     for result in [*hostile.plain.values(), *hostile.trusted.values()]:
         assert hostile.host.secret not in result.stdout + result.stderr + result.reason
 
 
-@requires_bwrap
 def test_no_stray_processes(hostile: HostileRun) -> None:
-    assert len(hostile.uids) == 2
+    assert len(hostile.uids) == (2 if hostile.mode == "bwrap" else 1 if os.geteuid() == 0 else 0)
     for uid in hostile.uids:
-        assert processes_of_uid(uid) == []
-    zombies = subprocess.run(
-        ["ps", "-o", "stat=", "--ppid", str(os.getpid())], capture_output=True, text=True, check=False
-    ).stdout.split()
-    assert not [state for state in zombies if state.startswith("Z")]
+        left = processes_of_uid(uid)
+        assert left == [], [Path(f"/proc/{pid}/status").read_text()[:300] for pid in left[:3] if Path(f"/proc/{pid}").exists()]
+    assert hostile.zombies == []
 
 
-@requires_bwrap
 def test_outputs_are_capped_and_decoded(hostile: HostileRun) -> None:
     flood = hostile.plain["stdout_flood_print"]
     assert len(flood.stdout) < (1 << 16) + 100 and "more bytes not shown" in flood.stdout
@@ -417,6 +474,14 @@ def test_isolation_none_keeps_the_verdict_rules() -> None:
     assert "left 1 process" in results[4].reason
     leftover = subprocess.run(["pgrep", "-f", "^sleep 30$"], capture_output=True, text=True, check=False)
     assert leftover.stdout == ""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("bwrap") is None, reason="needs root and bubblewrap")
+def test_rootless_is_refused_to_root() -> None:
+    with pytest.raises(SandboxUnavailableError, match="RLIMIT_NPROC does not bind root"):
+        Sandbox(workers=1, isolation="rootless")
+    with pytest.raises(ValueError, match="bwrap, rootless, none"):
+        Sandbox(workers=1, isolation="userns")
 
 
 def test_missing_bubblewrap_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

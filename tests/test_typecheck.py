@@ -1,8 +1,10 @@
+import random
 import stat
 import sys
 from pathlib import Path
 
-from selfalign.typecheck import TypeCheckStats, pyright_command, typecheck
+from selfalign.pysource import extract_seeds
+from selfalign.typecheck import MIN_SPLIT, TypeCheckStats, batches, pyright_command, typecheck
 
 CLEAN = 'import math\n\n\ndef hyp(a: float, b: float) -> float:\n    """Hypotenuse."""\n    return math.sqrt(a * a + b * b)\n'
 TYPE_ERROR = 'def half(n: int) -> int:\n    """Half of n."""\n    return n.upper()\n'
@@ -10,8 +12,14 @@ UNDEFINED = 'def use(x):\n    """Use a module global that the seed did not carry
 MISSING_IMPORT = 'import not_a_real_module_xyz\n\n\ndef f(x):\n    """F."""\n    return not_a_real_module_xyz.g(x)\n'
 
 
-def test_pyright_verdicts_on_real_code():
-    verdicts = typecheck([CLEAN, TYPE_ERROR, UNDEFINED, MISSING_IMPORT])
+def test_pyright_verdicts_on_real_code_serial_and_parallel_agree():
+    from conftest import SAMPLE_MODULES, STDLIB
+
+    seeds = [seed.content for name in SAMPLE_MODULES for seed, _ in extract_seeds((STDLIB / name).read_text()) if seed]
+    sources = [CLEAN, TYPE_ERROR, UNDEFINED, MISSING_IMPORT, *random.Random(0).sample(seeds, 16)]
+    verdicts = typecheck(sources, batch_size=10, workers=1)  # 2 batches, one after the other
+    assert typecheck(sources, batch_size=10, workers=2) == verdicts  # the same 2 batches at once
+    assert sum(v is None for v in verdicts[4:]) >= 3 and sum(v is not None for v in verdicts[4:]) >= 3
     assert verdicts[0] is None
     assert verdicts[1] is not None and "upper" in verdicts[1]
     assert verdicts[2] is not None and verdicts[2].startswith("reportUndefinedVariable")
@@ -32,8 +40,21 @@ os.execv({pyright_command()[0]!r}, [{pyright_command()[0]!r}, *sys.argv[1:]])
     poisoned = CLEAN.replace('"""Hypotenuse."""', '"""Hypotenuse. POISON"""')
     sources = [CLEAN, TYPE_ERROR, CLEAN, poisoned, CLEAN, UNDEFINED, CLEAN, CLEAN]
     stats = TypeCheckStats()
-    verdicts = typecheck(sources, batch_size=8, command=[str(wrapper)], stats=stats)
+    verdicts = typecheck(sources, batch_size=8, command=[str(wrapper)], stats=stats, workers=1)
     assert verdicts[3] is not None and verdicts[3].startswith("pyright failed on this file")
     assert [v is None for i, v in enumerate(verdicts) if i != 3] == [True, False, True, True, False, True, True]
     assert stats.crashed_files == 1
     assert stats.failed_batches == 4  # 8 -> 4 -> 2 -> 1 poisoned halves failed
+    parallel = TypeCheckStats()  # the same bisection, each pair of halves checked at once
+    assert typecheck(sources, batch_size=8, command=[str(wrapper)], stats=parallel, workers=2) == verdicts
+    assert (parallel.crashed_files, parallel.failed_batches, parallel.processes) == (1, 4, 7)
+
+
+def test_batches_cover_every_source_once_and_use_every_worker():
+    for count in (0, 1, 2, 3, 7, 63, 64, 65, 250, 251, 1000, 1001):
+        for workers in (1, 2, 8):
+            found = batches(count, 250, workers)
+            assert [i for batch in found for i in batch] == list(range(count))
+            assert all(0 < len(batch) <= 250 for batch in found)
+            assert len(found) >= min(workers, count // MIN_SPLIT)
+            assert len(found) <= 1 or min(map(len, found)) >= MIN_SPLIT
