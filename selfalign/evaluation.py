@@ -543,10 +543,12 @@ MODEL_INDEX_DATASETS = {"humaneval": ("openai/openai_humaneval", "HumanEval"),
 def with_model_index(card_text: str, model_name: str, result: Mapping[str, Any], ks: Sequence[int]) -> str:
     """The card with its `model-index` metadata (huggingface_hub's ModelCardData/EvalResult, the format the Hub
     reads for its evaluation widget) holding this run's pass@k; results of other benchmarks are kept."""
-    from huggingface_hub import EvalResult, ModelCard
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     card = ModelCard(card_text if card_text.startswith("---") else "---\n---\n" + card_text,
                      ignore_metadata_errors=True)
+    data = card.data
+    assert isinstance(data, ModelCardData)
     new = []
     for name, bench in result["benchmarks"].items():
         dataset_type, dataset_name = MODEL_INDEX_DATASETS[name]
@@ -559,9 +561,9 @@ def with_model_index(card_text: str, model_name: str, result: Mapping[str, Any],
                                         "temperature": bench["settings"]["temperature"]})
                 for k in ks]
     replaced = {(r.dataset_type, r.metric_type) for r in new}
-    kept = [r for r in card.data.eval_results or [] if (r.dataset_type, r.metric_type) not in replaced]
-    card.data.model_name = card.data.model_name or model_name
-    card.data.eval_results = kept + new
+    kept = [r for r in data.eval_results or [] if (r.dataset_type, r.metric_type) not in replaced]
+    data.model_name = data.model_name or model_name
+    data.eval_results = kept + new
     return str(card)
 
 

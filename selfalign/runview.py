@@ -102,7 +102,7 @@ def _open_local(path: Path) -> Run:
 def _open_hub(repo_id: str, revision: str) -> Run:
     """Each stage from its branch (or only `revision`, a branch or tag, when given) and eval from branch `eval`."""
     from huggingface_hub import hf_hub_download, snapshot_download
-    from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import RemoteEntryNotFoundError, RevisionNotFoundError
 
     run = Run(repo_id, "hub", revision or None)
     refs = [revision] if revision else list(STAGES)
@@ -110,7 +110,7 @@ def _open_hub(repo_id: str, revision: str) -> Run:
     for ref in refs:
         try:
             local = hf_hub_download(repo_id, "provenance.json", repo_type="dataset", revision=ref)
-        except (EntryNotFoundError, RevisionNotFoundError):
+        except (RemoteEntryNotFoundError, RevisionNotFoundError):  # not pushed (a cache miss offline is an error)
             continue  # this stage was not pushed
         except Exception as err:  # offline, unknown repo, no access, network: say so, once
             errors.append(_first_line(err))
@@ -124,7 +124,7 @@ def _open_hub(repo_id: str, revision: str) -> Run:
         try:
             run.evals = _eval_reports(Path(snapshot_download(repo_id, repo_type="dataset", revision="eval",
                                                              allow_patterns=["*.json"])))
-        except (EntryNotFoundError, RevisionNotFoundError):
+        except (RemoteEntryNotFoundError, RevisionNotFoundError):  # not pushed (a cache miss offline is an error)
             pass
         except Exception as err:
             fail(f"cannot load the eval reports of {repo_id}: {_first_line(err)}")
@@ -161,7 +161,7 @@ def stream_rows(run: Run, stage: str, config: str, equals: Mapping[str, str] | N
             term = pads.field(column) == value
             expression = term if expression is None else expression & term
         for column, value in contains.items():
-            term = pc.match_substring(pads.field(column), value)
+            term = pc.match_substring(pads.field(column), value)  # pyright: ignore[reportAttributeAccessIssue]
             expression = term if expression is None else expression & term
         for batch in dataset.to_batches(filter=expression, batch_size=256):
             yield from batch.to_pylist()

@@ -33,7 +33,7 @@ def stage(folder: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("space_id", nargs="?", help="The Space to create or update: org/name.")
     parser.add_argument("--stage_only", type=Path, help="Write the Space's folder here and upload nothing.")
     parser.add_argument("--private", action="store_true", help="Create the Space as private.")

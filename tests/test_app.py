@@ -126,7 +126,9 @@ def test_open_a_local_run(recorded_run: Path):
 
 
 def test_bad_runs_are_one_line_errors(recorded_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import; the test suite is offline
     with pytest.raises(UserError, match="run not found"):
         open_run(str(tmp_path / "no-such-run"))
     with pytest.raises(UserError, match="holds no selfalign run"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -52,8 +53,9 @@ def test_eval_chart_takes_optional_error_bars_and_marks(tmp_path: Path):
     plain = eval_figure(scores)
     ax = plain.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["humaneval", "mbpp+"]
-    assert ax.get_ylabel() == "pass@1 (%)" and [t.get_text() for t in ax.get_legend().get_texts()] == \
-        ["base", "self-aligned"]
+    legend = ax.get_legend()
+    assert legend is not None and [t.get_text() for t in legend.get_texts()] == ["base", "self-aligned"]
+    assert ax.get_ylabel() == "pass@1 (%)"
     assert sorted(t.get_text() for t in ax.texts) == ["10.0", "12.5", "18.0", "20.0"]
     assert not ax.lines and not ax.collections  # no error bars without intervals
     marked = eval_figure(scores, intervals={"self-aligned": {"humaneval": (5.0, 25.0)}},
@@ -84,8 +86,15 @@ def test_every_stage_card_shows_its_funnel_chart(tmp_path: Path):
     assert json.loads((run.dir / "provenance.json").read_text())["funnel"]["rows_out"] == 1
 
 
+def card_data(text: str) -> Any:
+    from huggingface_hub import ModelCard, ModelCardData
+
+    data = ModelCard(text).data
+    assert isinstance(data, ModelCardData)
+    return data
+
+
 def test_model_index_in_the_card_keeps_the_card_and_other_results():
-    from huggingface_hub import ModelCard
 
     card = "---\nlicense: apache-2.0\nlibrary_name: transformers\n---\n# selfalign · sft\n\n## Evaluation\n\nx\n"
     bench = {"summary": {"pass@1": 12.5}, "problems": 40, "problems_total": 164,
@@ -93,13 +102,13 @@ def test_model_index_in_the_card_keeps_the_card_and_other_results():
     result = {"benchmarks": {"humaneval": bench, "mbpp+": {**bench, "summary": {"pass@1": 30.0},
                                                              "problems": 378, "problems_total": 378}}}
     text = with_model_index(card, "sft", result, [1])
-    data = ModelCard(text).data
+    data = card_data(text)
     assert data.license == "apache-2.0" and data.model_name == "sft" and "# selfalign · sft" in text
     found = {(r.dataset_type, r.metric_type): (r.metric_value, r.dataset_args) for r in data.eval_results or []}
     assert found == {("openai/openai_humaneval", "pass@1"): (12.5, {"problems": 40, "of": 164}),
                      ("evalplus/mbppplus", "pass@1"): (30.0, None)}
     again = with_model_index(text, "sft", {"benchmarks": {"humaneval": {**bench, "summary": {"pass@1": 15.0}}}},
                              [1])
-    updated = {(r.dataset_type, r.metric_value) for r in ModelCard(again).data.eval_results or []}
+    updated = {(r.dataset_type, r.metric_value) for r in card_data(again).eval_results or []}
     assert updated == {("openai/openai_humaneval", 15.0), ("evalplus/mbppplus", 30.0)}
     assert "model-index" in again.split("---")[1]
