@@ -163,7 +163,8 @@ def build(initial: str = "") -> gr.Blocks:
             reason = gr.Textbox(label="Reason contains", elem_id="reason", scale=2)
             number = gr.Number(value=1, precision=0, minimum=1, label="Page", elem_id="page", scale=1)
         shown = gr.Markdown(elem_id="shown")
-        table = gr.Dataframe(elem_id="samples", interactive=False, wrap=True, max_height=420)
+        table = gr.Dataframe(elem_id="samples", interactive=False, wrap=True, max_height=420,
+                             column_widths=["13%", "6%", "13%", "20%", "20%", "12%", "8%", "8%"])
         with gr.Row():
             sample_id = gr.Textbox(label="Sample id", elem_id="sample-id", scale=4)
             chain_button = gr.Button("Show chain", elem_id="show-chain", scale=1)
