@@ -234,10 +234,15 @@ def test_app_in_a_real_browser(app_url: str, browser: Any, recorded_run: Path, t
     assert len(passed) == 3 and all("pass" in row for row in passed), passed
     page.screenshot(path=str(tmp_path / "app-filtered.png"), full_page=True)
 
-    page.locator("#sample-id textarea, #sample-id input").first.fill("inst-hsv_to_rgb-0")
+    page.locator("#samples").get_by_text("inst-rgb_to_yiq-0", exact=True).click()  # a row: its chain
+    page.wait_for_function("document.querySelector('#chain').innerText.includes('Sample inst-rgb_to_yiq-0')",
+                           timeout=30_000)
+    assert "def rgb_to_yiq(" in page.locator("#chain").inner_text()
+    page.locator("#sample-id textarea, #sample-id input").first.fill("inst-hsv_to_rgb-0")  # or typed
     page.locator("#show-chain").click()
     chain_view = page.locator("#chain")
-    chain_view.filter(has_text="Seed").wait_for(timeout=30_000)
+    page.wait_for_function("document.querySelector('#chain').innerText.includes('Sample inst-hsv_to_rgb-0')",
+                           timeout=30_000)
     text = chain_view.inner_text()
     assert "def hsv_to_rgb(" in text and "which of 6 equal sectors" in text and "int(h * 6.0) % 6" in text
     assert page.locator("#eval-chart img").first.is_visible()
@@ -245,8 +250,12 @@ def test_app_in_a_real_browser(app_url: str, browser: Any, recorded_run: Path, t
     assert "only self-aligned solves: 1" in page.locator("#eval-summary").inner_text()
     page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
     if os.environ.get("SELFALIGN_APP_SCREENSHOT"):  # refresh the README's picture: docs/app.png
-        page.set_viewport_size({"width": 1100, "height": 1500})
-        page.screenshot(path=os.environ["SELFALIGN_APP_SCREENSHOT"], full_page=False)
+        from PIL import Image
+
+        page.set_viewport_size({"width": 1100, "height": 900})
+        page.screenshot(path=str(tmp_path / "docs.png"), full_page=True)
+        with Image.open(tmp_path / "docs.png") as shot:  # 256 colours: a small file for the repo
+            shot.convert("RGB").quantize(256).save(os.environ["SELFALIGN_APP_SCREENSHOT"], optimize=True)
     page.close()
 
 
@@ -262,3 +271,31 @@ def test_app_shows_bad_input_as_a_message(app_url: str, browser: Any, tmp_path: 
         message = open_in_page(page, app_url, spec)
         assert expected in message and "Traceback" not in page.content(), (spec, message)
     page.close()
+
+
+def test_space_folder_is_a_gradio_space_that_runs_on_its_own(tmp_path: Path):
+    """space/deploy.py --stage_only: the card Spaces read, the pins we test with, and an app that imports
+    from the staged folder alone."""
+    import gradio
+    from huggingface_hub import SpaceCard
+
+    staged = tmp_path / "space"
+    proc = subprocess.run([sys.executable, str(ROOT / "space" / "deploy.py"), "--stage_only", str(staged)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    card = SpaceCard.load(staged / "README.md").data
+    assert card.sdk == "gradio" and card.app_file == "app.py" and (staged / card.app_file).exists()
+    assert card.sdk_version == gradio.__version__  # the version the browser test ran
+    ours = dict(line.split("#")[0].strip().split("==") for line in (ROOT / "requirements.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    space = dict(line.split("==") for line in (staged / "requirements.txt").read_text().splitlines()
+                 if "==" in line and not line.startswith("#"))
+    assert space and all(ours[name] == version for name, version in space.items())
+    check = ("import app, selfalign; app.build(); print(selfalign.__file__)")
+    proc = subprocess.run([sys.executable, "-c", check], cwd=staged, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": ""})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert Path(proc.stdout.split()[-1]).is_relative_to(staged)
+    proc = subprocess.run([sys.executable, str(ROOT / "space" / "deploy.py"), "no-slash"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: give the Space id")
