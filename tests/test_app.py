@@ -277,13 +277,14 @@ def test_space_folder_is_a_gradio_space_that_runs_on_its_own(tmp_path: Path):
     """space/deploy.py --stage_only: the card Spaces read, the pins we test with, and an app that imports
     from the staged folder alone."""
     import gradio
-    from huggingface_hub import SpaceCard
+    from huggingface_hub import SpaceCard, SpaceCardData
 
     staged = tmp_path / "space"
     proc = subprocess.run([sys.executable, str(ROOT / "space" / "deploy.py"), "--stage_only", str(staged)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     card = SpaceCard.load(staged / "README.md").data
+    assert isinstance(card, SpaceCardData)
     assert card.sdk == "gradio" and card.app_file == "app.py" and (staged / card.app_file).exists()
     assert card.sdk_version == gradio.__version__  # the version the browser test ran
     ours = dict(line.split("#")[0].strip().split("==") for line in (ROOT / "requirements.txt").read_text().splitlines()
