@@ -1,5 +1,6 @@
 """notebooks/selfalign_colab.ipynb executed by papermill as a user would run it, at tiny sizes: CPU, offline,
-the embedded model, a few seeds from a small local source folder, one training step, two HumanEval problems."""
+the embedded model, a few seeds from a small local source folder, one instruction, short responses, one
+training step on a small verified dataset (a tiny run verifies no sample), two HumanEval problems."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def test_notebook_runs_the_pipeline_at_tiny_sizes(sample_source: Path, tmp_path:
             str(NOTEBOOK), str(out), cwd=str(ROOT), kernel_name="python3", progress_bar=False,
             parameters={"RUN_NAME": run_name, "OFFLINE": True, "INSTALL": False, "SOURCE": str(sample_source),
                         "MAX_SEEDS": 4, "JUDGE": "none", "MAX_INSTRUCTIONS": 1, "NUM_SAMPLES": 2,
-                        "MAX_NEW_TOKENS": 48, "SFT_DATA": str(sft), "MAX_STEPS": 1, "MAX_PROBLEMS": 2})
+                        "MAX_NEW_TOKENS": 24, "SFT_DATA": str(sft), "MAX_STEPS": 1, "MAX_PROBLEMS": 2})
         nb = nbformat.read(out, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert all(c.execution_count is not None for c in code)  # every cell ran
