@@ -300,3 +300,50 @@ def test_space_folder_is_a_gradio_space_that_runs_on_its_own(tmp_path: Path):
     proc = subprocess.run([sys.executable, str(ROOT / "space" / "deploy.py"), "no-slash"], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: give the Space id")
+
+
+def test_a_hub_run_is_read_branch_by_branch(recorded_run: Path, monkeypatch: pytest.MonkeyPatch):
+    """The Hub layout `--push_to_hub` makes (a branch per stage, eval reports on branch `eval`), served from the
+    recorded run by stand-ins for the two download calls and for streaming: no network here."""
+    import httpx2
+    import huggingface_hub
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    import selfalign.runview as runview
+
+    def missing(revision: str) -> RevisionNotFoundError:
+        response = httpx2.Response(404, request=httpx2.Request("GET", f"https://hub/{revision}"))
+        return RevisionNotFoundError(f"no revision {revision}", response=response)
+
+    fetched = []
+
+    def hf_hub_download(repo_id: str, filename: str, repo_type: str, revision: str) -> str:
+        fetched.append((repo_id, filename, repo_type, revision))
+        if not (recorded_run / revision / filename).exists():
+            raise missing(revision)
+        return str(recorded_run / revision / filename)
+
+    def snapshot_download(repo_id: str, repo_type: str, revision: str, allow_patterns: list[str]) -> str:
+        assert (repo_type, revision, allow_patterns) == ("dataset", "eval", ["*.json"])
+        return str(recorded_run / "eval")
+
+    def load_input(spec: str, split: str, streaming: bool, name: str) -> tuple[Any, None]:
+        import datasets
+
+        repo, _, branch = spec.partition("@")
+        assert repo == "me/selfalign-demo" and streaming
+        files = sorted(str(p) for p in (recorded_run / branch / "data").glob(f"{name}-*.parquet"))
+        return datasets.load_dataset("parquet", data_files=files, split=split, streaming=True), None
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(runview, "load_input", load_input)
+    run = open_run("me/selfalign-demo")
+    assert run.kind == "hub" and list(run.stages) == ["seeds", "instructions", "responses", "verified"]
+    assert [f[3] for f in fetched] == ["seeds", "instructions", "responses", "verified", "sft"]
+    assert set(run.evals) == {"base", "self-aligned"}
+    local = open_run(str(recorded_run))
+    assert samples(run, "fail", "", 1) == samples(local, "fail", "", 1)
+    assert chain(run, "inst-hsv_to_rgb-0") == chain(local, "inst-hsv_to_rgb-0")
+    pinned = open_run("me/selfalign-demo", "verified")
+    assert list(pinned.stages) == ["verified"] and not pinned.evals
