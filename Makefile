@@ -20,6 +20,10 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 	if ! command -v bwrap >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null; \
 	  else echo "note: install bubblewrap (sudo apt-get install bubblewrap) for the sandbox"; fi; fi
+	# the app's browser test drives Debian's chromium (playwright is never asked to download a browser)
+	if ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null; \
+	  else echo "note: install chromium (sudo apt-get install chromium) for the app's browser test"; fi; fi
 	touch $(STAMP)
 
 demo: setup

@@ -105,7 +105,7 @@ def main() -> None:
     if push_to:
         push_folder(run.dir, push_to, repo_type="model", branch=sft_config.hub_revision or STAGE,
                     tag=f"{STAGE}-{run.version}", private=bool(sft_config.hub_private_repo),
-                    allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "README.md", "adapter/*"],
+                    allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "README.md", "funnel.png", "adapter/*"],
                     delete_patterns=None, message=f"{STAGE} {run.version} (train_sft.py)")
 
 

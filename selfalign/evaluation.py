@@ -18,9 +18,7 @@ import os
 import random
 import re
 import shutil
-import struct
 import time
-import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -555,10 +553,7 @@ def results_markdown(results: Mapping[str, Mapping[str, Any]], benchmarks: Seque
             else bench.source
         lines.append(f"- **{bench.name}**: {status}")
     if chart:
-        colors = ", ".join(f"{label}: {name}" for label, (name, _) in zip(results, PALETTE, strict=False))
-        lines += ["", f"![pass@1 per benchmark]({chart})", "",
-                  f"Bars, grouped by benchmark in the table's order, left to right: {colors}; y from 0 to 100%, "
-                  "grid every 25%."]
+        lines += ["", f"![pass@{ks[0]} per benchmark and model: the table above as bars]({chart})"]
     return "\n".join(lines) + "\n"
 
 
@@ -571,48 +566,20 @@ def replace_section(text: str, heading: str, body: str) -> str:
     return (text.rstrip() + "\n\n" if text.strip() else "") + section
 
 
-PALETTE = [("blue", (31, 119, 180)), ("orange", (255, 127, 14)), ("green", (44, 160, 44)), ("red", (214, 39, 40)),
-           ("purple", (148, 103, 189)), ("brown", (140, 86, 75)), ("pink", (227, 119, 194)), ("grey", (127, 127, 127))]
-
-
-def bar_chart_png(path: Path, values: Sequence[Sequence[float]], width: int = 640, height: int = 360) -> None:
-    """Grouped bars (values[group][series], 0..100) as a PNG, with no plotting library: labels go in markdown."""
-    import numpy as np
-
-    image = np.full((height, width, 3), 255, dtype=np.uint8)
-    left, right, top, bottom = 40, 20, 20, 30
-    plot_h = height - top - bottom
-    for tick in range(0, 101, 25):  # grid lines; the 0 line is the axis
-        y = top + plot_h - round(plot_h * tick / 100)
-        image[y, left : width - right] = (90, 90, 90) if tick == 0 else (220, 220, 220)
-    groups = max(len(values), 1)
-    group_w = (width - left - right) / groups
-    for g, series in enumerate(values):
-        bar_w = max(int(group_w * 0.8 / max(len(series), 1)), 1)
-        x0 = left + int(g * group_w + group_w * 0.1)
-        for s, value in enumerate(series):
-            h = round(plot_h * min(max(value, 0.0), 100.0) / 100)
-            x = x0 + s * bar_w
-            image[top + plot_h - h : top + plot_h, x : x + bar_w - 2] = PALETTE[s % len(PALETTE)][1]
-    raw = b"".join(b"\x00" + image[row].tobytes() for row in range(height))  # filter type 0 per scanline
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(png)
-
-
 def write_reports(out: Path, results: Mapping[str, Mapping[str, Any]], benchmarks: Sequence[Benchmark],
-                  ks: Sequence[int], arguments: Mapping[str, Any]) -> str:
+                  ks: Sequence[int], arguments: Mapping[str, Any],
+                  intervals: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
+                  marks: Mapping[str, Mapping[str, str]] | None = None) -> str:
     """results.md, results.png and a README.md card in `out`; returns the models × benchmarks table, followed by
-    the paired comparisons with the base when `compare_with_base` added them."""
+    the paired comparisons with the base when `compare_with_base` added them. `intervals`/`marks` (per label, per
+    benchmark) add error bars / significance marks to the chart."""
+    from selfalign.charts import eval_figure, save_png
+
     ran = [b for b in benchmarks if b.problems is not None]
-    values = [[r["benchmarks"].get(b.name, {}).get("summary", {}).get(f"pass@{ks[0]}", 0.0) for r in results.values()]
-              for b in ran]
-    bar_chart_png(out / "results.png", values)
+    scores = {label: {b.name: r["benchmarks"][b.name]["summary"][f"pass@{ks[0]}"] for b in ran
+                      if b.name in r["benchmarks"]} for label, r in results.items()}
+    subsets = sorted({b.subset_note for b in ran})
+    save_png(eval_figure(scores, f"pass@{ks[0]}", intervals, marks, note="; ".join(subsets)), out / "results.png")
     table = results_markdown(results, benchmarks, ks, "results.png")
     significance = significance_markdown(results)
     atomic_write(out / "results.md", "# Evaluation results\n\n" + table + (f"\n{significance}" if significance else ""))
@@ -650,7 +617,41 @@ def write_model_card(folder: Path, label: str, result: Mapping[str, Any], benchm
     readme = folder / "README.md"
     body = results_markdown({label: result}, benchmarks, ks, None)
     body += "\nWritten by `evaluate.py`; details in `eval_results.json`.\n"
-    atomic_write(readme, replace_section(readme.read_text() if readme.exists() else "", "## Evaluation", body))
+    text = replace_section(readme.read_text() if readme.exists() else "", "## Evaluation", body)
+    atomic_write(readme, with_model_index(text, folder.name, result, ks))
+
+
+# model-index names of our benchmarks: the Hub's dataset ids, so results link to the datasets' pages
+MODEL_INDEX_DATASETS = {"humaneval": ("openai/openai_humaneval", "HumanEval"),
+                        "humaneval+": ("evalplus/humanevalplus", "HumanEval+"),
+                        "mbpp": ("google-research-datasets/mbpp", "MBPP"), "mbpp+": ("evalplus/mbppplus", "MBPP+")}
+
+
+def with_model_index(card_text: str, model_name: str, result: Mapping[str, Any], ks: Sequence[int]) -> str:
+    """The card with its `model-index` metadata (huggingface_hub's ModelCardData/EvalResult, the format the Hub
+    reads for its evaluation widget) holding this run's pass@k; results of other benchmarks are kept."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    card = ModelCard(card_text if card_text.startswith("---") else "---\n---\n" + card_text,
+                     ignore_metadata_errors=True)
+    data = card.data
+    assert isinstance(data, ModelCardData)
+    new = []
+    for name, bench in result["benchmarks"].items():
+        dataset_type, dataset_name = MODEL_INDEX_DATASETS[name]
+        subset = {"problems": bench["problems"], "of": bench["problems_total"]} \
+            if bench["problems"] != bench["problems_total"] else None  # a subset score is not the benchmark's
+        new += [EvalResult(task_type="text-generation", task_name="Code generation", dataset_type=dataset_type,
+                           dataset_name=dataset_name, dataset_split="test", dataset_args=subset,
+                           metric_type=f"pass@{k}", metric_name=f"pass@{k}", metric_value=bench["summary"][f"pass@{k}"],
+                           metric_args={"n_samples": bench["settings"]["n_samples"],
+                                        "temperature": bench["settings"]["temperature"]})
+                for k in ks]
+    replaced = {(r.dataset_type, r.metric_type) for r in new}
+    kept = [r for r in data.eval_results or [] if (r.dataset_type, r.metric_type) not in replaced]
+    data.model_name = data.model_name or model_name
+    data.eval_results = kept + new
+    return str(card)
 
 
 def default_label(model: str) -> str:

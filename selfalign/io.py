@@ -4,6 +4,7 @@ An output directory is laid out so that `datasets.load_dataset(<dir>)` and the H
 
     <dir>/data/train-00000-of-00001.parquet   the rows
     <dir>/README.md                           dataset card (how the data was made, funnel)
+    <dir>/funnel.png                          the funnel as a chart, shown in the card
     <dir>/provenance.json                     machine-readable version of the same
     <dir>/parts/<phase>/<chunk>.parquet|json  work in progress; a chunk is done when its .json exists
 
@@ -437,6 +438,9 @@ class StageRun:
             "extra_configs": {name: len(table) for name, table in (extra or {}).items()},
         }
         atomic_write(self.dir / "provenance.json", json.dumps(provenance, indent=2, default=str).encode())
+        from selfalign.charts import write_funnel_chart  # matplotlib loads only when a stage finishes
+
+        write_funnel_chart(self.dir, provenance["funnel"])
         atomic_write(self.dir / "README.md", render_card(provenance, funnel, description, license).encode())
         shutil.rmtree(self.dir / "parts", ignore_errors=True)
         return self.dir
@@ -474,6 +478,8 @@ class StageRun:
             ours += [config] if config not in ours else []
         files[f"{self.stage}/README.md"] = self.dir / "README.md"
         files[f"{self.stage}/provenance.json"] = self.dir / "provenance.json"
+        if (self.dir / "funnel.png").is_file():  # the card shows it
+            files[f"{self.stage}/funnel.png"] = self.dir / "funnel.png"
         old = DatasetCard(card).data.to_dict() if card else {}
         configs = [c for c in old.get("configs") or [] if c.get("config_name") not in ours]
         configs += [{"config_name": name, "data_files": [{"split": "train", "path": f"{name}/train-*"}]} for name in ours]
@@ -547,6 +553,8 @@ def push_folder(folder: Path, repo_id: str, *, repo_type: str, branch: str, tag:
 
 
 def render_card(provenance: Mapping[str, Any], funnel: Funnel, description: str, license: str) -> str:
+    from selfalign.charts import funnel_caption
+
     args = "\n".join(f"| `{k}` | `{v}` |" for k, v in provenance["arguments"].items())
     inputs = "\n".join(f"- {k}: `{json.dumps(v, default=str)}`" for k, v in provenance["inputs"].items()) or "- none"
     libs = ", ".join(f"{k} {v}" for k, v in provenance["libraries"].items())
@@ -571,6 +579,8 @@ Made by `{provenance["script"]}` on {provenance["created"]}; {provenance["rows"]
 columns {", ".join(f"`{c}`" for c in provenance["columns"])}.
 
 ## Funnel
+
+![{funnel_caption(funnel.to_dict())}](funnel.png)
 
 {funnel.render_markdown()}
 

@@ -157,6 +157,9 @@ def write_card(run: StageRun, model_ref: ModelRef, data_ref: InputRef, template:
     provenance = {"stage": run.stage, "script": run.script, "version": run.version, "created": created,
                   "arguments": dict(arguments), "inputs": run.inputs, "chat_template": template, "saved": saved,
                   "metrics": dict(metrics), "funnel": funnel.to_dict(), "libraries": libraries}
+    from selfalign.charts import write_funnel_chart
+
+    write_funnel_chart(run.dir, funnel.to_dict())
     atomic_write(run.dir / "README.md", model_card(
         base=model_ref.to_dict(), base_model=hub_origin(model_ref.name), dataset=data_ref.to_dict(),
         chat_template=template, saved=saved, metrics=metrics, funnel=funnel, arguments=arguments,
@@ -167,6 +170,8 @@ def write_card(run: StageRun, model_ref: ModelRef, data_ref: InputRef, template:
 def model_card(*, base: Mapping[str, Any], base_model: str | None, dataset: Mapping[str, Any], chat_template: str, saved: str,
                metrics: Mapping[str, Any], funnel: Funnel, arguments: Mapping[str, Any], version: str,
                libraries: Mapping[str, str], created: str) -> str:
+    from selfalign.charts import funnel_caption
+
     datasets_line = f"datasets: [{dataset['spec'].split('@')[0]}]\n" if dataset.get("kind") == "hub" else ""
     template = ("the model's own chat template" if chat_template == "model" else
                 "the StarCoder2-Instruct instruction template (`### Instruction` / `### Response`), installed as "
@@ -185,6 +190,8 @@ Trained on the verified self-aligned dataset `{dataset.get("spec")}` (revision `
 fingerprint `{dataset.get("fingerprint")}`), loss on the response only, in {template}.
 
 ## Data funnel
+
+![{funnel_caption(funnel.to_dict())}](funnel.png)
 
 {funnel.render_markdown()}
 

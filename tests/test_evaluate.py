@@ -4,11 +4,10 @@ to end (tiny random model), including resume and the `evaluate` package shadowin
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import struct
 import subprocess
 import sys
-import zlib
 from math import comb
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from selfalign.errors import UserError
 from selfalign.evaluation import (
     EvaluateArguments,
     Problem,
-    bar_chart_png,
     evalplus_problem,
     extract_code,
     generate,
@@ -319,18 +317,6 @@ def test_replace_section_appends_then_replaces():
     assert middle == "# M\n\n## Evaluation\n\nnew\n\n## Training\n\nDetails.\n"
 
 
-def test_bar_chart_is_a_valid_png(tmp_path):
-    path = tmp_path / "chart.png"
-    bar_chart_png(path, [[10.0, 50.0], [100.0, 0.0]], width=200, height=100)
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    width, height = struct.unpack(">II", data[16:24])
-    idat = data.index(b"IDAT")
-    (size,) = struct.unpack(">I", data[idat - 4 : idat])
-    pixels = zlib.decompress(data[idat + 4 : idat + 4 + size])
-    assert (width, height) == (200, 100) and len(pixels) == height * (1 + 3 * width)
-
-
 def test_model_fingerprint_sees_retrained_weights_but_not_its_own_card(tmp_path):
     lazy = type("Lazy", (), {"model_info": lambda self: {"name": "m", "path": str(tmp_path)}})()
     (tmp_path / "model.safetensors").write_bytes(b"weights v1")
@@ -422,6 +408,7 @@ def test_script_end_to_end_two_models_then_resume(tiny_model, tmp_path):
     assert "| self-aligned | humaneval |" in table and "exact McNemar p" in first.stdout
     assert json.loads((model / "eval_results.json").read_text())["vs_base"] is None  # the base has no comparison
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG" and (out / "README.md").exists()
+    assert "![pass@1 per benchmark and model" in table
     assert "## Evaluation" in (model / "README.md").read_text() and (model / "eval_results.json").exists()
     assert not list((out / ".parts").rglob("*.json"))
     second = run_script("evaluate.py", *args, timeout=300)
@@ -465,17 +452,20 @@ def test_script_bad_inputs_are_one_line_errors(tmp_path):
     assert_one_line_error(run_script("evaluate.py", "--num_shards", "2", *out), "does not shard")
 
 
-def test_script_does_not_shadow_the_evaluate_package():
-    """Run as a script, evaluate.py is first on sys.path; after its first lines `import evaluate` must still find
-    the pip package (transformers and trl may import it)."""
+def test_script_does_not_shadow_the_evaluate_package(tmp_path):
+    """Run as a script, evaluate.py is first on sys.path; after its first lines the name `evaluate` must resolve
+    to an installed package, never to the script (transformers and trl probe for that package). selfalign does
+    not install `evaluate` itself: a stand-in package on sys.path plays the installed one."""
+    (tmp_path / "evaluate").mkdir()
+    (tmp_path / "evaluate" / "__init__.py").write_text("")
     code = ("import runpy, sys; sys.path.insert(0, sys.argv[1]); "
             "runpy.run_path(sys.argv[1] + '/evaluate.py', run_name='not_main'); "
             "import evaluate; print(evaluate.__file__); print(__import__('selfalign').__file__)")
     proc = subprocess.run([sys.executable, "-c", code, str(ROOT)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr[-2000:]
     package, selfalign = proc.stdout.split()
-    assert "site-packages" in package and Path(package).parent != ROOT
+    assert Path(package).parent.parent != ROOT and Path(package).name == "__init__.py"
     assert Path(selfalign).parent.parent == ROOT
     help_run = run_script("evaluate.py", "--help", cwd=ROOT)
     assert help_run.returncode == 0 and "--benchmarks" in help_run.stdout

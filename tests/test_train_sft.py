@@ -128,6 +128,7 @@ def test_train_save_reload_resume_and_noop(base_model: str, verified: Path, tmp_
     assert proc.returncode == 0, proc.stderr[-3000:]
     card = (out / "README.md").read_text()
     assert str(verified) in card and "instruction template" in card and "| rows in | 8 |" in card
+    assert "](funnel.png)" in card and (out / "funnel.png").read_bytes()[:4] == b"\x89PNG"
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["chat_template"] == "instruction" and provenance["metrics"]["steps"] == 4
     from transformers import AutoModelForCausalLM, AutoTokenizer
