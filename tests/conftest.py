@@ -83,3 +83,48 @@ def kill_after_parts(script: str, args: list[str], parts: Path, n_parts: int, ti
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     return len(list(parts.glob("*.json")))
+
+
+class ServedEngines:
+    """The managed vLLM server shared by the session's tests (each start costs 40-100 s on 2 cores); a test that
+    kills it gets a fresh one next time."""
+
+    def __init__(self) -> None:
+        self.backend = None
+
+    def get(self):  # noqa: ANN201 (the backend module imports vLLM-free code only, but keep conftest light)
+        from selfalign.backend_served import ServedVLLMBackend
+        from selfalign.backends import BackendOptions
+
+        if self.backend is None or not self.backend.managed.alive():
+            if self.backend is not None:
+                self.backend.close()
+            self.backend = ServedVLLMBackend(BackendOptions(backend="vllm-server", max_model_len=4096,
+                                                            max_concurrency=16, request_retries=2))
+        return self.backend
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+
+
+def engine_missing() -> str | None:
+    """Why the vLLM engine cannot run here (`make engine` installs it), or None."""
+    from selfalign.backend_served import engine_python
+    from selfalign.errors import UserError
+
+    try:
+        engine_python(None)
+    except UserError as err:
+        return str(err)
+    return None
+
+
+@pytest.fixture(scope="session")
+def served_engines():
+    reason = engine_missing()
+    if reason:
+        pytest.skip(f"no vLLM engine: {reason}")
+    engines = ServedEngines()
+    yield engines
+    engines.close()

@@ -1,0 +1,127 @@
+"""Generation engines on this machine, measured in one run on the same prompts of every generating stage:
+transformers in process (batch 8, the demo's former engine) against the managed vLLM server
+(`--backend vllm-server`, 16 requests in flight), with the server's prefix-cache hit rate.
+
+    python benchmarks/bench_engines.py [--n 16] [--max_new_tokens 128] [--concurrency 16]
+
+Each stage's prompts are built by the stage's own prompt functions, with the demo recipe's prompt settings
+(few-shot counts, chat template, sampling temperature, stop strings); new tokens are capped at the same number
+for both engines. Prints completion and prompt tokens/s per stage and engine, and their ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from stdlib_data import stdlib_seed_candidates
+
+from selfalign.backend_served import ServedVLLMBackend, prefix_cache_metrics
+from selfalign.backends import Backend, BackendOptions, Prompt, Sampling, TransformersBackend
+from selfalign.evaluation import STOP, load_humaneval, render_prompt
+from selfalign.templates import (
+    CATEGORIES,
+    DIFFICULTIES,
+    HEADER_STOP,
+    RESPONSE_FILE,
+    SCI_FILE,
+    ci_prompt,
+    load_jsonl,
+    parse_response,
+    response_prompt,
+    row_rng,
+    sc_prompt,
+    tests_followup,
+)
+
+MODEL = "smollm2-135m-instruct"
+
+
+def stage_prompts(n: int, tokenizer: Any) -> dict[str, tuple[list[Prompt], Sampling]]:
+    """Each generating stage's prompts, as the stage builds them under recipes/demo-cpu.yaml."""
+    examples, responses = load_jsonl(SCI_FILE), load_jsonl(RESPONSE_FILE)
+    seeds = [seed.content for _, seed in stdlib_seed_candidates()[:n]]
+    sampled = Sampling(temperature=0.7, stop=HEADER_STOP)
+    sc = [sc_prompt(seed, row_rng(0, str(i)).sample(examples, 3), True) for i, seed in enumerate(seeds)]
+    ci = [ci_prompt(examples[i % len(examples)]["concepts"], CATEGORIES[i % 3], DIFFICULTIES[i % 3],
+                    row_rng(1, str(i)).sample(examples, 3), True) for i in range(n)]
+    instructions = [examples[i % len(examples)]["instruction"] for i in range(n)]
+    ir = [response_prompt(text, [], True) for text in instructions]  # zero-shot, as the demo
+    answers = [responses[i % len(responses)]["response"] for i in range(n)]
+    tests = [tests_followup(ir[i], answers[i], parse_response(answers[i], "stop").code, prefill=True)[0]
+             for i in range(n)]
+    problems = (load_humaneval().problems or [])[:n]
+    humaneval = [render_prompt(tokenizer, p, True) for p in problems]
+    return {
+        "S→C": (list(sc), sampled),
+        "C→I": (list(ci), sampled),
+        "I→R": (list(ir), sampled),
+        "tests turn": (list(tests), Sampling(temperature=0.7, stop=("\n```",))),
+        "HumanEval": (list(humaneval), Sampling(stop=STOP)),
+    }
+
+
+def measure(backend: Backend, prompts: Sequence[Prompt], sampling: Sampling) -> dict[str, float]:
+    before = (backend.stats.prompt_tokens, backend.stats.completion_tokens)
+    started = time.perf_counter()
+    backend.generate(prompts, sampling)
+    seconds = time.perf_counter() - started
+    prompt_tokens = backend.stats.prompt_tokens - before[0]
+    new_tokens = backend.stats.completion_tokens - before[1]
+    return {"seconds": seconds, "prompt_tokens": prompt_tokens, "new_tokens": new_tokens,
+            "new_rate": new_tokens / seconds, "prompt_rate": prompt_tokens / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=16, help="prompts per stage")
+    parser.add_argument("--max_new_tokens", type=int, default=128)
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight to the server")
+    options = parser.parse_args()
+
+    reference = TransformersBackend(MODEL, batch_size=8)
+    stages = {name: (prompts, Sampling(**{**vars(sampling), "max_new_tokens": options.max_new_tokens}))
+              for name, (prompts, sampling) in stage_prompts(options.n, reference.tokenizer).items()}
+    reference.generate([stages["S→C"][0][0]], Sampling(max_new_tokens=2))  # warm-up
+    ours = {name: measure(reference, prompts, sampling) for name, (prompts, sampling) in stages.items()}
+    del reference
+
+    started = time.perf_counter()
+    served = ServedVLLMBackend(BackendOptions(backend="vllm-server", model_name_or_path=MODEL,
+                                              max_concurrency=options.concurrency, max_model_len=4096))
+    startup = time.perf_counter() - started
+    try:
+        served.generate([stages["S→C"][0][0]], Sampling(max_new_tokens=2))  # warm-up
+        engine, hit_rates = {}, {}
+        for name, (prompts, sampling) in stages.items():
+            hits0, queries0 = prefix_cache_metrics(served.managed.url)
+            engine[name] = measure(served, prompts, sampling)
+            hits1, queries1 = prefix_cache_metrics(served.managed.url)
+            hit_rates[name] = (hits1 - hits0) / max(queries1 - queries0, 1)
+    finally:
+        served.close()
+
+    print(f"{MODEL}, {options.n} prompts per stage, up to {options.max_new_tokens} new tokens; transformers batch 8 "
+          f"vs vLLM server ({options.concurrency} in flight, started in {startup:.0f} s)")
+    header = (f"| stage | transformers new tok/s | prompt tok/s | vLLM new tok/s | prompt tok/s | prefix-cache hits "
+              f"| new tok/s ratio |")
+    print(header)
+    print("|" + "---|" * 7)
+    for name in stages:
+        a, b = ours[name], engine[name]
+        print(f"| {name} | {a['new_rate']:.1f} | {a['prompt_rate']:.0f} | {b['new_rate']:.1f} | "
+              f"{b['prompt_rate']:.0f} | {100 * hit_rates[name]:.0f}% | {b['new_rate'] / a['new_rate']:.2f}x |")
+    total_a = sum(v["new_tokens"] for v in ours.values()) / sum(v["seconds"] for v in ours.values())
+    total_b = sum(v["new_tokens"] for v in engine.values()) / sum(v["seconds"] for v in engine.values())
+    print(f"| all stages | {total_a:.1f} | | {total_b:.1f} | | | {total_b / total_a:.2f}x |")
+
+
+if __name__ == "__main__":  # vLLM runs in its own process; the guard keeps imports side-effect free
+    main()

