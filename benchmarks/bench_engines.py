@@ -110,8 +110,8 @@ def main() -> None:
 
     print(f"{MODEL}, {options.n} prompts per stage, up to {options.max_new_tokens} new tokens; transformers batch 8 "
           f"vs vLLM server ({options.concurrency} in flight, started in {startup:.0f} s)")
-    header = (f"| stage | transformers new tok/s | prompt tok/s | vLLM new tok/s | prompt tok/s | prefix-cache hits "
-              f"| new tok/s ratio |")
+    header = ("| stage | transformers new tok/s | prompt tok/s | vLLM new tok/s | prompt tok/s | prefix-cache hits "
+              "| new tok/s ratio |")
     print(header)
     print("|" + "---|" * 7)
     for name in stages:

@@ -34,7 +34,6 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from selfalign.backend_endpoint import EndpointBackend
 from selfalign.backends import BackendOptions, Completion, Prompt, Sampling, render_chat

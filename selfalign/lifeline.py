@@ -13,6 +13,7 @@ Standard library only: this file runs under `python -I` outside the package.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -50,10 +51,8 @@ def descendants(root: int) -> list[int]:
 def signal_tree(sig: int) -> int:
     pids = descendants(os.getpid())
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
     return len(pids)
 
 

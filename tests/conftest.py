@@ -92,7 +92,7 @@ class ServedEngines:
     def __init__(self) -> None:
         self.backend = None
 
-    def get(self):  # noqa: ANN201 (the backend module imports vLLM-free code only, but keep conftest light)
+    def get(self):
         from selfalign.backend_served import ServedVLLMBackend
         from selfalign.backends import BackendOptions
 

@@ -14,12 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, ServedEngines, assert_one_line_error, engine_missing, run_script, stage_args
 from test_gen_stages import SEEDS, write_jsonl
 
 from selfalign.backend_served import ManagedServer, engine_python, last_error, prefix_cache_metrics
-from selfalign.backends import BackendOptions, Sampling
+from selfalign.backends import Sampling
 from selfalign.errors import UserError
 
 pytestmark = pytest.mark.slow
