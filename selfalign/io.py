@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,8 +37,8 @@ import yaml
 from selfalign.config import RunArguments
 from selfalign.errors import fail
 from selfalign.funnel import Funnel, log, progress_bar
+from selfalign.models import HUB_ID
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.-]+)?(@[\w./-]+)?$")
 POLL_SECONDS = 2.0  # how often a process of a launch looks for its siblings' parts
 DATA_SUFFIXES = (".parquet", ".jsonl", ".json")
 LIBRARIES = ("selfalign", "torch", "transformers", "trl", "accelerate", "peft", "datasets", "huggingface_hub",

