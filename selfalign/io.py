@@ -136,6 +136,8 @@ def load_input(spec: str, split: str = "train", streaming: bool = False, default
             fingerprint = getattr(ds, "_fingerprint", "") or _sha256_files(sorted(path.glob("*.arrow")))
             return ds, InputRef(spec, "local", None, fingerprint)
         configs = declared_configs(path) if path.is_dir() else {}
+        if config and config not in configs and list(path.glob(f"data/{config}-*.parquet")):
+            configs[config] = [f"data/{config}-*.parquet"]  # a selfalign output's extra config, without its card
         if config or (configs and not local_data_files(path)):  # a directory laid out as a Hub repo
             config = config or (default_config if default_config in configs else None)
             if config is None:
@@ -146,7 +148,9 @@ def load_input(spec: str, split: str = "train", streaming: bool = False, default
             if not files:
                 fail(f"input {spec}: config {config} has no data files")
             try:
-                ds = datasets.load_dataset(str(path), config, split=split, streaming=streaming, **kwargs)
+                ds = datasets.load_dataset("parquet" if files[0].suffix == ".parquet" else "json",
+                                           data_files=[str(f) for f in files], split=split,
+                                           streaming=streaming, **kwargs)
             except Exception as err:  # datasets raises many types for unreadable files
                 fail(f"cannot read {spec}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
             return ds, InputRef(spec, "local", None, _sha256_files(files), config)

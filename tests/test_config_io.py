@@ -350,8 +350,9 @@ def test_push_puts_every_stage_as_a_config_on_main_and_reads_back(tmp_path, monk
     seeds_run.push("org/data")
     assert LocalHub.tags[f"seeds-{seeds_run.version}"] == "c3" and LocalHub.calls.count("create_commit") == 3
     files = sorted(str(p.relative_to(hub)) for p in hub.rglob("*") if p.is_file())
-    assert files == ["README.md", "seeds/README.md", "seeds/provenance.json", *(f"seeds/train-0000{i}-of-00003.parquet"
-                     for i in range(3)), "verdicts/train-00000-of-00001.parquet", "verified/README.md",
+    assert files == ["README.md", "seeds/README.md", "seeds/funnel.png", "seeds/provenance.json",
+                     *(f"seeds/train-0000{i}-of-00003.parquet" for i in range(3)),
+                     "verdicts/train-00000-of-00001.parquet", "verified/README.md", "verified/funnel.png",
                      "verified/provenance.json", "verified/train-00000-of-00001.parquet"]
     card = huggingface_hub.DatasetCard.load(hub / "README.md").data.to_dict()
     assert [c["config_name"] for c in card["configs"]] == ["verified", "verdicts", "seeds"]

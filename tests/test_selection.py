@@ -162,7 +162,7 @@ def test_from_verdicts_end_to_end(tmp_path):
     pq.write_table(pa.Table.from_pylist([{"x": 1}]), no_verdicts / "data" / "train-00000-of-00001.parquet")
     missing = run_script("verify.py", "--config", str(recipe), "--section", "verify_random", "--input",
                          str(no_verdicts), "--output_dir", str(tmp_path / "y"))
-    assert_one_line_error(missing, "holds no `verdicts` config")
+    assert_one_line_error(missing, "no config 'verdicts'")
 
 
 def test_recipe_selections_differ_only_in_selection_and_output():
