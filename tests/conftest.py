@@ -65,9 +65,10 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def stage_args(input_path: Path, out: Path, model: str, *extra: str) -> list[str]:
-    """Arguments of a generating stage on the demo recipe, redirected to test data and a test model."""
+    """Arguments of a generating stage on the demo recipe, redirected to test data and a test model, on the
+    transformers backend unless `extra` names another (the last `--backend` wins)."""
     return ["--config", str(ROOT / "recipes" / "demo-cpu.yaml"), "--input", str(input_path), "--output_dir",
-            str(out), "--model_name_or_path", model, *extra]
+            str(out), "--model_name_or_path", model, "--backend", "transformers", *extra]
 
 
 def kill_after_parts(script: str, args: list[str], parts: Path, n_parts: int, timeout: float = 180) -> int:

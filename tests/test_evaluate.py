@@ -423,7 +423,7 @@ def test_script_sampled_pass_at_k_from_the_demo_recipe(tiny_model, tmp_path):
     shutil.copytree(tiny_model, tuned)
     out = tmp_path / "eval-passk"
     proc = run_script("evaluate.py", "--config", str(ROOT / "recipes" / "demo-cpu.yaml"), "--section",
-                      "evaluate_passk", "--models", tiny_model, str(tuned), "--max_problems", "2",
+                      "evaluate_passk", "--backend", "transformers", "--models", tiny_model, str(tuned), "--max_problems", "2",
                       "--max_new_tokens", "8", "--chunk_size", "1", "--output_dir", str(out), "--workers", "2",
                       timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
