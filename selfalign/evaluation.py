@@ -575,11 +575,14 @@ def write_reports(out: Path, results: Mapping[str, Mapping[str, Any]], benchmark
     benchmark) add error bars / significance marks to the chart."""
     from selfalign.charts import eval_figure, save_png
 
+    if marks is None:  # the paired test against the base, when compare_with_base ran: its p-value on the bar
+        marks = {label: {name: f"\np={c['mcnemar_p']:.2g}" for name, c in r["vs_base"]["benchmarks"].items()}
+                 for label, r in results.items() if "vs_base" in r}
     ran = [b for b in benchmarks if b.problems is not None]
     scores = {label: {b.name: r["benchmarks"][b.name]["summary"][f"pass@{ks[0]}"] for b in ran
                       if b.name in r["benchmarks"]} for label, r in results.items()}
-    subsets = sorted({b.subset_note for b in ran})
-    save_png(eval_figure(scores, f"pass@{ks[0]}", intervals, marks, note="; ".join(subsets)), out / "results.png")
+    notes = sorted({b.subset_note for b in ran}) + (["p: exact McNemar vs the first model"] if marks else [])
+    save_png(eval_figure(scores, f"pass@{ks[0]}", intervals, marks, note="; ".join(notes)), out / "results.png")
     table = results_markdown(results, benchmarks, ks, "results.png")
     significance = significance_markdown(results)
     atomic_write(out / "results.md", "# Evaluation results\n\n" + table + (f"\n{significance}" if significance else ""))
