@@ -2,11 +2,11 @@
 transformers in process (batch 8, the demo's former engine) against the managed vLLM server
 (`--backend vllm-server`, 16 requests in flight), with the server's prefix-cache hit rate.
 
-    python benchmarks/bench_engines.py [--n 16] [--max_new_tokens 128] [--concurrency 16]
+    python benchmarks/bench_engines.py [--n 16] [--max_new_tokens N] [--concurrency 16]
 
 Each stage's prompts are built by the stage's own prompt functions, with the demo recipe's prompt settings
-(few-shot counts, chat template, sampling temperature, stop strings); new tokens are capped at the same number
-for both engines. Prints completion and prompt tokens/s per stage and engine, and their ratios.
+(few-shot counts, chat template, sampling temperature, stop strings, token budgets), the same for both engines.
+Prints completion and prompt tokens/s per stage and engine, and their ratios.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -48,7 +50,8 @@ def stage_prompts(n: int, tokenizer: Any) -> dict[str, tuple[list[Prompt], Sampl
     """Each generating stage's prompts, as the stage builds them under recipes/demo-cpu.yaml."""
     examples, responses = load_jsonl(SCI_FILE), load_jsonl(RESPONSE_FILE)
     seeds = [seed.content for _, seed in stdlib_seed_candidates()[:n]]
-    sampled = Sampling(temperature=0.7, stop=HEADER_STOP)
+    recipe = yaml.safe_load((ROOT / "recipes" / "demo-cpu.yaml").read_text())
+    instructions_, responses_, evaluate_ = recipe["gen_instructions"], recipe["gen_responses"], recipe["evaluate"]
     sc = [sc_prompt(seed, row_rng(0, str(i)).sample(examples, 3), True) for i, seed in enumerate(seeds)]
     ci = [ci_prompt(examples[i % len(examples)]["concepts"], CATEGORIES[i % 3], DIFFICULTIES[i % 3],
                     row_rng(1, str(i)).sample(examples, 3), True) for i in range(n)]
@@ -59,12 +62,15 @@ def stage_prompts(n: int, tokenizer: Any) -> dict[str, tuple[list[Prompt], Sampl
              for i in range(n)]
     problems = (load_humaneval().problems or [])[:n]
     humaneval = [render_prompt(tokenizer, p, True) for p in problems]
-    return {
-        "S→C": (list(sc), sampled),
-        "C→I": (list(ci), sampled),
-        "I→R": (list(ir), sampled),
-        "tests turn": (list(tests), Sampling(temperature=0.7, stop=("\n```",))),
-        "HumanEval": (list(humaneval), Sampling(stop=STOP)),
+    def sampled(budget: int, stop: tuple[str, ...] = HEADER_STOP) -> Sampling:
+        return Sampling(temperature=0.7, stop=stop, max_new_tokens=budget)
+
+    return {  # each stage's token budget from the demo recipe
+        "S→C": (list(sc), sampled(instructions_["max_new_tokens_concepts"])),
+        "C→I": (list(ci), sampled(instructions_["max_new_tokens_instruction"])),
+        "I→R": (list(ir), sampled(responses_["max_new_tokens"])),
+        "tests turn": (list(tests), sampled(responses_["max_new_tokens_tests"], ("\n```",))),
+        "HumanEval": (list(humaneval), Sampling(stop=STOP, max_new_tokens=evaluate_["max_new_tokens"])),
     }
 
 
@@ -82,12 +88,14 @@ def measure(backend: Backend, prompts: Sequence[Prompt], sampling: Sampling) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=16, help="prompts per stage")
-    parser.add_argument("--max_new_tokens", type=int, default=128)
+    parser.add_argument("--max_new_tokens", type=int, default=None,
+                        help="cap for every stage (default: each stage's budget in the demo recipe)")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight to the server")
     options = parser.parse_args()
 
     reference = TransformersBackend(MODEL, batch_size=8)
-    stages = {name: (prompts, Sampling(**{**vars(sampling), "max_new_tokens": options.max_new_tokens}))
+    stages = {name: (prompts, Sampling(**{**vars(sampling), "max_new_tokens": options.max_new_tokens or
+                                          sampling.max_new_tokens}))
               for name, (prompts, sampling) in stage_prompts(options.n, reference.tokenizer).items()}
     reference.generate([stages["S→C"][0][0]], Sampling(max_new_tokens=2))  # warm-up
     ours = {name: measure(reference, prompts, sampling) for name, (prompts, sampling) in stages.items()}
@@ -108,7 +116,8 @@ def main() -> None:
     finally:
         served.close()
 
-    print(f"{MODEL}, {options.n} prompts per stage, up to {options.max_new_tokens} new tokens; transformers batch 8 "
+    budget = options.max_new_tokens or "the recipe's"
+    print(f"{MODEL}, {options.n} prompts per stage, up to {budget} new tokens; transformers batch 8 "
           f"vs vLLM server ({options.concurrency} in flight, started in {startup:.0f} s)")
     header = ("| stage | transformers new tok/s | prompt tok/s | vLLM new tok/s | prompt tok/s | prefix-cache hits "
               "| new tok/s ratio |")
