@@ -29,7 +29,8 @@ def make_target_command(target: str) -> list[str]:
     """The recipe of a Makefile target, as make would run it (the lock is made one way only)."""
     dry = subprocess.run(["make", "-n", "-C", str(ROOT), "--always-make", target],
                          capture_output=True, text=True, check=True).stdout
-    return [line for line in dry.splitlines() if "uv pip compile" in line]
+    commands = dry.replace("\\\n", " ").splitlines()  # a recipe line continued with a backslash is one command
+    return [line for line in commands if "uv pip compile" in line]
 
 
 def test_gpu_pins_resolve_to_the_committed_lock(tmp_path: Path):
