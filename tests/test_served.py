@@ -20,6 +20,7 @@ from test_gen_stages import SEEDS, write_jsonl
 from selfalign.backend_served import ManagedServer, engine_python, last_error, prefix_cache_metrics
 from selfalign.backends import Sampling
 from selfalign.errors import UserError
+from selfalign.lifeline import descendants
 from selfalign.models import resolve_model
 
 pytestmark = pytest.mark.slow
@@ -143,22 +144,6 @@ def test_prefix_cache_is_used(served_engines: ServedEngines):
     hits1, queries1 = prefix_cache_metrics(served.managed.url)
     assert first.prompt_tokens > 3 * 128 and queries1 - queries0 >= 3 * first.prompt_tokens - 30
     assert (hits1 - hits0) / (queries1 - queries0) > 0.5  # most of each prompt came from the cache
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        found += (kids := children.get(todo.pop(), []))
-        todo += kids
-    return found
 
 
 def test_a_dying_engine_is_a_one_line_error(served_engines: ServedEngines):
