@@ -42,6 +42,9 @@ class ResponseArguments:
         "help": "inline: tests are the response's `## Tests` section (the original); separate: the model is "
                 "asked for asserts in a second chat turn after its answer (small chat models)."})
     max_new_tokens_tests: int = 256
+    max_asserts: int | None = field(default=None, metadata={
+        "help": "With --tests_turn separate: keep the first N asserts of the tests reply, as if the model had "
+                "been stopped after its N-th (None: all it wrote)."})
     chunk_size: int = field(default=16, metadata={"help": "Instructions per resumable unit of work."})
     max_rows: int | None = field(default=None, metadata={"help": "Use only the first N instructions."})
 
@@ -90,7 +93,8 @@ def main() -> None:
             for index, completion in enumerate(completions):
                 text = completion.text
                 if (i, index) in tests_replies:  # the answer, then its tests as the model wrote them when asked
-                    text = f"{text.strip()}\n\n## Tests\n```python\n{parse_asserts(tests_replies[i, index])}```\n"
+                    tests = parse_asserts(tests_replies[i, index], args.max_asserts)
+                    text = f"{text.strip()}\n\n## Tests\n```python\n{tests}```\n"
                 parsed = parse_response(text, completion.finish_reason)
                 status = "request error" if completion.finish_reason == "error" else parsed.status
                 part.count(f"samples: {status}")

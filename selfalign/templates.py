@@ -242,9 +242,11 @@ def _parses(line: str) -> bool:
         return False
 
 
-def parse_asserts(text: str) -> str:
+def parse_asserts(text: str, max_asserts: int | None = None) -> str:
     """The top-level assert statements of the reply's code (a re-definition of the function under test, which
-    small models like to add, is left out so it cannot replace the implementation)."""
+    small models like to add, is left out so it cannot replace the implementation). With `max_asserts`, the
+    first k distinct ones: the same tests the model would have written had it been stopped after its k-th
+    assert (it writes left to right), so this is a stop rule, not a filter on which asserts pass."""
     blocks = FENCE.findall(text) or [text]
     asserts = []
     for block in blocks:
@@ -254,7 +256,8 @@ def parse_asserts(text: str) -> str:
             asserts += [ln.strip() for ln in block.splitlines() if ln.strip().startswith("assert ") and _parses(ln)]
             continue
         asserts += [ast.get_source_segment(block, n) or "" for n in tree.body if isinstance(n, ast.Assert)]
-    return "".join(f"{a}\n" for a in dict.fromkeys(a for a in asserts if a))
+    kept = list(dict.fromkeys(a for a in asserts if a))[:max_asserts]
+    return "".join(f"{a}\n" for a in kept)
 
 
 # ---------------------------------------------------------------- StarCoder2-Instruct prompt format

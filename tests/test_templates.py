@@ -112,3 +112,28 @@ def test_separate_tests_turn_and_assert_extraction():
     assert parse_asserts(reply) == "assert add(-10, 20) == 20\nassert add(10, 20) == 20\n"
     assert parse_asserts("```python\nassert f(1) == 1\nassert f(1) == 1\nassert f(\n```") == "assert f(1) == 1\n"
     assert parse_asserts("no code at all") == ""
+
+
+def test_max_asserts_is_a_stop_rule():
+    """Keeping the first k asserts equals what parsing the reply cut right after its k-th assert gives, for every
+    k a recipe might use, on a reply with repeats and a broken tail."""
+    from selfalign.templates import parse_asserts
+
+    lines = ["assert f(1) == 1", "assert f(2) == 4", "assert f(2) == 4", "x = f(3)", "assert f(3) == 9",
+             "assert f(4) == 16", "assert f("]
+    reply = "```python\n" + "\n".join(lines) + "\n```"
+    everything = parse_asserts(reply)
+    assert everything == "assert f(1) == 1\nassert f(2) == 4\nassert f(3) == 9\nassert f(4) == 16\n"
+    for k in range(1, 6):
+        # where the model would have stopped: after the line holding its k-th distinct assert
+        seen: list[str] = []
+        cut = len(lines)
+        for n, line in enumerate(lines):
+            if line.startswith("assert ") and line not in seen and line != "assert f(":
+                seen.append(line)
+                if len(seen) == k:
+                    cut = n + 1
+                    break
+        stopped = "```python\n" + "\n".join(lines[:cut]) + "\n```"
+        assert parse_asserts(reply, k) == parse_asserts(stopped), k
+        assert parse_asserts(reply, k).count("assert ") == min(k, 4)
