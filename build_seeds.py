@@ -23,6 +23,7 @@ from selfalign.io import StageRun
 from selfalign.judge import EXAMPLES_FILE, DocstringJudge
 from selfalign.pysource import DEFAULT_BANNED_IMPORTS, extract_seeds
 from selfalign.sources import SourceSpec, describe, iter_chunks
+from selfalign.tables import Rows, SubRows, WithColumns
 from selfalign.typecheck import CONFIG as PYRIGHT_CONFIG
 from selfalign.typecheck import TypeCheckStats, typecheck
 
@@ -138,19 +139,21 @@ def main() -> None:
     # only the finalizer goes on
     if not stage.all_done("extract", chunk_ids) or (args.judge == "none" and not stage.finalizer):
         return
-    candidates = stage.read_parts("extract", chunk_ids, funnel)
+    candidates = stage.parts("extract", chunk_ids, funnel)  # on disk: dedup reads only the `content` column
     for note in decontam.notes():
         funnel.note(note)
 
     # 2. near-duplicates (global, deterministic), then the optional cap on how many seeds to judge
     started = time.time()
-    duplicate_of = near_duplicates([c["content"] for c in candidates], args.dedup_threshold,
+    duplicate_of = near_duplicates(candidates.column("content").to_pylist(), args.dedup_threshold,
                                    args.dedup_num_perm, args.dedup_ngram)
-    unique = [c for c, dup in zip(candidates, duplicate_of, strict=True) if dup is None]
-    funnel.drop("near-duplicate (MinHash)", len(candidates) - len(unique))
-    if args.max_seeds is not None and len(unique) > args.max_seeds:
-        funnel.drop(f"over the cap max_seeds={args.max_seeds}", len(unique) - args.max_seeds)
-        unique = random.Random(run_args.seed).sample(unique, args.max_seeds)
+    kept = [i for i, dup in enumerate(duplicate_of) if dup is None]
+    del duplicate_of
+    funnel.drop("near-duplicate (MinHash)", len(candidates) - len(kept))
+    if args.max_seeds is not None and len(kept) > args.max_seeds:
+        funnel.drop(f"over the cap max_seeds={args.max_seeds}", len(kept) - args.max_seeds)
+        kept = random.Random(run_args.seed).sample(kept, args.max_seeds)  # the same draw as sampling the rows
+    unique = SubRows(candidates, kept)
     funnel.seconds += time.time() - started
     if not unique:
         fail("no seed survived extraction and filtering: nothing to judge or write")
@@ -165,19 +168,20 @@ def main() -> None:
         part.drop("docstring judged insufficient", len(rows) - len(kept))
         return kept
 
+    seeds: Rows
     if args.judge == "model":
         if not stage.map_chunks("judge", unique, args.judge_chunk_size, judge_chunk, desc="docstring judge",
                                 backend=judge):
             return
-        seeds = stage.read_parts("judge", range(0, len(unique), args.judge_chunk_size), funnel)
+        seeds = stage.parts("judge", range(0, len(unique), args.judge_chunk_size), funnel)
     else:
         funnel.note("docstring judge skipped (--judge none)")
-        seeds = [{**row, "judge_p_yes": None, "judge_score": None} for row in unique]
+        seeds = WithColumns(unique, {"judge_p_yes": None, "judge_score": None})
 
     checks = "parsed; documented; returns a value; no banned import or marker; not in a benchmark; " \
              "pyright clean; no near-duplicate kept before it" + ("; docstring judged sufficient"
                                                                   if args.judge == "model" else "")
-    seeds = [{**row, "kept_because": checks} for row in seeds]
+    seeds = WithColumns(seeds, {"kept_because": checks})
     stage.publish(seeds, funnel, f"{len(seeds)} seed functions", model=inputs.get("judge_model"),
                   prompt_files=[EXAMPLES_FILE, PYRIGHT_CONFIG], license="other",
                   description="Seed functions for self-alignment: documented, self-contained, type-checked "

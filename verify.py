@@ -22,6 +22,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from selfalign.config import RunArguments, as_dict, parse_args
 from selfalign.decontam import Decontaminator, normalize
 from selfalign.dedup import near_duplicates
@@ -29,6 +31,7 @@ from selfalign.errors import fail, run_main
 from selfalign.funnel import Funnel, log, setup_logging
 from selfalign.io import StageRun, read_rows
 from selfalign.sandbox import ISOLATIONS, Sandbox
+from selfalign.tables import Rows, TableRows
 from selfalign.templates import row_rng
 
 STAGE = "verified"
@@ -82,24 +85,63 @@ SELECTIONS = {
 CHOSEN = {"passing": "passing sample", "random": "sample", "failing": "failing sample"}
 
 
-def choose(samples: list[dict], selection: str, seed: int, funnel: Funnel) -> list[dict]:
+class Verdicts:
+    """What choosing one sample per instruction reads of every sample, as numpy arrays (a few bytes a sample,
+    not a dict): instruction (as a code into `ids`), verdict and sample index."""
+
+    def __init__(self, rows: Rows) -> None:
+        columns = rows.table(0, len(rows), ["instruction_id", "verdict", "sample_index"])
+        instructions = columns.column("instruction_id").combine_chunks().dictionary_encode()
+        self.codes = instructions.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        self.ids: list[str] = instructions.dictionary.to_pylist()
+        verdicts = columns.column("verdict").combine_chunks().dictionary_encode()
+        self.verdict_codes = verdicts.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        self.verdict_names: list[str] = verdicts.dictionary.to_pylist()
+        self.sample_index = columns.column("sample_index").to_numpy().astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def mask(self, verdicts: tuple[str, ...]) -> np.ndarray:
+        wanted = [i for i, name in enumerate(self.verdict_names) if name in verdicts]
+        return np.isin(self.verdict_codes, wanted)
+
+
+def first_seen(values: np.ndarray) -> np.ndarray:
+    """The distinct values, in the order they first occur."""
+    distinct, first = np.unique(values, return_index=True)
+    return distinct[np.argsort(first, kind="stable")]
+
+
+def choose(samples: Verdicts, positions: np.ndarray, selection: str, seed: int, funnel: Funnel) -> list[int]:
     """One sample per instruction among those `selection` draws from, at random (seeded per instruction), in
-    the order instructions first appear (the same for every selection)."""
-    allowed = SELECTIONS[selection]
-    groups: dict[str, list[dict]] = {}
-    for sample in samples:
-        group = groups.setdefault(sample["instruction_id"], [])
-        if sample["verdict"] in allowed:
-            group.append(sample)
-        else:
-            funnel.drop(f"verdict {sample['verdict']}")
-    chosen = []
-    for instruction_id, group in groups.items():
-        if group:
-            group.sort(key=lambda s: s["sample_index"])
-            chosen.append(row_rng(seed, instruction_id).choice(group))
-            funnel.drop(f"another {CHOSEN[selection]} of the same instruction was chosen", len(group) - 1)
+    the order instructions first appear (the same for every selection). `positions`: the samples to choose
+    from; returns the chosen ones' positions."""
+    allowed = samples.mask(SELECTIONS[selection])[positions]
+    refused = samples.verdict_codes[positions[~allowed]]
+    for code in first_seen(refused).tolist():  # counted in the order the verdicts first occur
+        funnel.drop(f"verdict {samples.verdict_names[code]}", int(np.count_nonzero(refused == code)))
+    eligible = positions[allowed]
+    # each instruction's samples by sample index (ties: input order), as the old per-row loop sorted them
+    ordered = eligible[np.lexsort((eligible, samples.sample_index[eligible], samples.codes[eligible]))]
+    codes = samples.codes[ordered]
+    chosen, others = [], 0
+    for code in first_seen(samples.codes[positions]).tolist():
+        low, high = np.searchsorted(codes, code, "left"), np.searchsorted(codes, code, "right")
+        if high > low:  # `choice` of a group depends only on its size: draw an index into it
+            chosen.append(int(ordered[low + row_rng(seed, samples.ids[code]).choice(range(high - low))]))
+            others += int(high - low - 1)
+    funnel.drop(f"another {CHOSEN[selection]} of the same instruction was chosen", others)
     return chosen
+
+
+TEXTS = ["instruction_id", "instruction", "response", "code"]  # what the filters read of a chosen sample
+
+
+def chosen_rows(rows: Rows, positions: list[int]) -> list[dict]:
+    """The chosen samples' texts (only those columns), each with its position in `rows`."""
+    texts = rows.take(positions, TEXTS).to_pylist()
+    return [{**text, "position": position} for text, position in zip(texts, positions, strict=True)]
 
 
 def filter_rows(chosen: list[dict], args: VerifyArguments, decontam: Decontaminator, funnel: Funnel) -> list[dict]:
@@ -132,32 +174,35 @@ def filter_rows(chosen: list[dict], args: VerifyArguments, decontam: Decontamina
     return clean
 
 
-def matched_instructions(samples: list[dict], args: VerifyArguments, seed: int,
-                         decontam: Decontaminator) -> tuple[list[dict], set[str]]:
+def matched_instructions(rows: Rows, samples: Verdicts, args: VerifyArguments, seed: int,
+                         decontam: Decontaminator) -> tuple[np.ndarray, set[str]]:
     """For an ablation run as three separate selections: the samples of instructions having a passing and a
     failing sample, and those of them whose chosen response survives every filter under all three selections.
     Each run computes the same set, so (a), (b) and (c) train on the same instructions, one row each."""
-    verdicts: dict[str, set[str]] = {}
-    for sample in samples:
-        verdicts.setdefault(sample["instruction_id"], set()).add(sample["verdict"])
-    both = {i for i, v in verdicts.items() if v & set(SELECTIONS["passing"]) and v & set(SELECTIONS["failing"])}
-    eligible = [s for s in samples if s["instruction_id"] in both]
-    survivors = [{s["instruction_id"] for s in filter_rows(choose(eligible, selection, seed, Funnel("scratch")),
-                                                             args, decontam, Funnel("scratch"))}
-                 for selection in SELECTIONS]
+    has_pass, has_fail = (np.zeros(len(samples.ids), dtype=bool) for _ in range(2))
+    has_pass[samples.codes[samples.mask(SELECTIONS["passing"])]] = True
+    has_fail[samples.codes[samples.mask(SELECTIONS["failing"])]] = True
+    eligible = np.flatnonzero((has_pass & has_fail)[samples.codes])
+    survivors = [{s["instruction_id"] for s in filter_rows(
+        chosen_rows(rows, choose(samples, eligible, selection, seed, Funnel("scratch"))), args, decontam,
+        Funnel("scratch"))} for selection in SELECTIONS]
     return eligible, set.intersection(*survivors)
 
 
-def select(samples: list[dict], args: VerifyArguments, seed: int, funnel: Funnel) -> list[dict]:
+def select_rows(rows: Rows, args: VerifyArguments, seed: int, funnel: Funnel) -> list[dict]:
     """One sample per instruction by `--selection`, then the filters, then (ablation) only the instructions
-    every selection keeps and a seeded cap of `--max_rows` instructions; every drop is counted."""
+    every selection keeps and a seeded cap of `--max_rows` instructions; every drop is counted. Reads only
+    the columns it needs: instruction, verdict and sample index of every sample, then the texts of the
+    chosen ones. Returns those texts, each with the sample's `position` in `rows`."""
     decontam = Decontaminator(tuple(args.decontaminate), args.decontam_min_chars)
+    samples = Verdicts(rows)
+    positions = np.arange(len(samples))
     common: set[str] | None = None
     if args.selection_instructions == "matched":
-        eligible, common = matched_instructions(samples, args, seed, decontam)
-        funnel.drop("instruction lacks a passing or a failing sample (matched)", len(samples) - len(eligible))
-        samples = eligible
-    kept = filter_rows(choose(samples, args.selection, seed, funnel), args, decontam, funnel)
+        positions, common = matched_instructions(rows, samples, args, seed, decontam)
+        funnel.drop("instruction lacks a passing or a failing sample (matched)", len(samples) - len(positions))
+    kept = filter_rows(chosen_rows(rows, choose(samples, positions, args.selection, seed, funnel)), args,
+                       decontam, funnel)
     if common is not None:
         matched = [s for s in kept if s["instruction_id"] in common]
         funnel.drop("dropped by another selection's filters (matched)", len(kept) - len(matched))
@@ -169,6 +214,11 @@ def select(samples: list[dict], args: VerifyArguments, seed: int, funnel: Funnel
     for note in decontam.notes():
         funnel.note(note)
     return kept
+
+
+def select(samples: list[dict], args: VerifyArguments, seed: int, funnel: Funnel) -> list[dict]:
+    """`select_rows` of samples given as dicts: the chosen samples themselves."""
+    return [samples[s["position"]] for s in select_rows(TableRows.from_pylist(samples), args, seed, funnel)]
 
 
 def check_arguments(run_args: RunArguments, args: VerifyArguments) -> None:
@@ -185,7 +235,7 @@ def check_arguments(run_args: RunArguments, args: VerifyArguments) -> None:
         fail("--from_verdicts writes a new selection: give it another --output_dir than its --input")
 
 
-def run_sandbox(stage: StageRun, samples: list[dict], args: VerifyArguments) -> bool:
+def run_sandbox(stage: StageRun, samples: Rows, args: VerifyArguments) -> bool:
     """Every sample's verdict, saved per chunk (resumable); True once all chunks are done."""
     sandbox: list[Sandbox] = []  # started on first use: a finished run starts no slot
 
@@ -238,19 +288,24 @@ def main() -> None:
         if not stage.finalizer:
             return
         verdicts, funnel.rows_in = samples, len(samples)
-        for verdict, n in Counter(v["verdict"] for v in verdicts).items():
-            funnel.count(f"verdict: {verdict}", n)
     else:
         if not run_sandbox(stage, samples, args) or not stage.finalizer:
             return
-        verdicts = stage.read_parts("execute", range(0, len(samples), args.chunk_size), funnel)
-    selected = select(verdicts, args, run_args.seed, funnel)
+        verdicts = stage.parts("execute", range(0, len(samples), args.chunk_size), funnel)
+    tally: Counter[str] = Counter()  # in the order verdicts first occur, read a batch at a time
+    for batch in verdicts.batches(columns=["verdict"]):
+        tally.update(batch.column("verdict").to_pylist())
+    if args.from_verdicts:
+        for verdict, n in tally.items():
+            funnel.count(f"verdict: {verdict}", n)
+    selected = select_rows(verdicts, args, run_args.seed, funnel)
+    columns = [c for c in ("sample_id", "seed_id", "verdict", "asserts") if c in verdicts.column_names]
+    details = verdicts.take([s["position"] for s in selected], columns).to_pylist()
     sft = [{"prompt": [{"role": "user", "content": s["instruction"]}],
             "completion": [{"role": "assistant", "content": s["response"]}],
-            "instruction_id": s["instruction_id"], "sample_id": s["sample_id"], "seed_id": s.get("seed_id"),
-            "verdict": s["verdict"], "asserts": s["asserts"]} for s in selected]
-    passed = sum(v["verdict"] == "pass" for v in verdicts)
-    stage.publish(sft, funnel, f"{len(sft)} SFT rows ({passed} of {len(verdicts)} samples passed)",
+            "instruction_id": s["instruction_id"], "sample_id": d["sample_id"], "seed_id": d.get("seed_id"),
+            "verdict": d["verdict"], "asserts": d["asserts"]} for s, d in zip(selected, details, strict=True)]
+    stage.publish(sft, funnel, f"{len(sft)} SFT rows ({tally['pass']} of {len(verdicts)} samples passed)",
                   extra={"verdicts": verdicts}, license="other",
                   description=f"Self-aligned SFT data: each instruction with one response {DESCRIBED[args.selection]} "
                               "(selfalign.sandbox: bubblewrap, nonce and assert count), then deduplicated and "
