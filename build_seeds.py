@@ -10,6 +10,7 @@ docstring judged sufficient by the model itself -> seeds dataset.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import time
 from dataclasses import dataclass, field
@@ -19,10 +20,17 @@ from selfalign.decontam import Decontaminator
 from selfalign.dedup import near_duplicates
 from selfalign.errors import fail, run_main
 from selfalign.funnel import Funnel, log, progress, setup_logging
-from selfalign.io import StageRun
+from selfalign.io import StageRun, atomic_write
 from selfalign.judge import EXAMPLES_FILE, DocstringJudge
 from selfalign.pysource import DEFAULT_BANNED_IMPORTS, extract_seeds
-from selfalign.sources import SourceSpec, describe, iter_chunks
+from selfalign.sources import (
+    SourceIndex,
+    SourceReader,
+    SourceScan,
+    SourceSpec,
+    describe,
+    index_without_reading,
+)
 from selfalign.tables import Rows, SubRows, WithColumns
 from selfalign.typecheck import CONFIG as PYRIGHT_CONFIG
 from selfalign.typecheck import TypeCheckStats, typecheck
@@ -122,17 +130,36 @@ def main() -> None:
     funnel = Funnel(STAGE)
 
     # 1. extraction, decontamination and pyright, chunk by chunk (resumable; chunk n is the n-th, so it is
-    #    its own position and shards split the chunks by it)
+    #    its own position and shards split the chunks by it); the index of where each chunk's files are is
+    #    recorded once, so shards and reruns read only their own chunks
     decontam = Decontaminator(tuple(args.decontaminate), args.decontam_min_chars)
-    chunk_ids = []
-    for chunk, docs in progress(iter_chunks(source, args.files_per_chunk), "extract+pyright", unit="chunk"):
-        chunk_ids.append(chunk)
+    index_file = stage.dir / "parts" / "extract" / "index.json"
+    if index_file.exists():  # recorded by an earlier run or another shard: no need to stream the source again
+        index: SourceIndex | None = SourceIndex.from_json(json.loads(index_file.read_text()))
+    else:
+        index = index_without_reading(source)
+    scan = None
+    if index is not None:
+        chunk_ids = index.chunks(args.files_per_chunk)
+        reader = SourceReader(source, index)
+        todo = [c for c in stage.mine(chunk_ids) if not stage.done("extract", c)]
+        chunks = ((chunk, reader.chunk(chunk, args.files_per_chunk)) for chunk in todo)
+    else:  # the first pass over a streamed source: every chunk is read to find this shard's, and counted
+        chunk_ids, scan = [], SourceScan(source)
+        chunks = scan.chunks(args.files_per_chunk)
+    for chunk, docs in progress(chunks, "extract+pyright", unit="chunk"):
+        if scan is not None:
+            chunk_ids.append(chunk)
         if stage.done("extract", chunk) or not stage.is_mine(chunk):
             continue
         started, part = time.time(), Funnel(STAGE)
         rows = extract_chunk(docs, args, decontam, part)
         part.seconds = time.time() - started
         stage.write_part("extract", chunk, rows, part)
+    if scan is not None and scan.complete:
+        index = scan.index
+    if index is not None and not index_file.exists():  # the same content whoever writes it: no lock needed
+        atomic_write(index_file, json.dumps(index.to_json()))
     if not chunk_ids:
         fail(f"source {args.source} yielded no files")
     # every process of a launch judges a share, so each needs the deduplicated candidates; without the judge
