@@ -172,7 +172,7 @@ def main() -> None:
 
     # 2. near-duplicates (global, deterministic), then the optional cap on how many seeds to judge
     started = time.time()
-    duplicate_of = near_duplicates(candidates.column("content").to_pylist(), args.dedup_threshold,
+    duplicate_of = near_duplicates(candidates.pylist("content"), args.dedup_threshold,
                                    args.dedup_num_perm, args.dedup_ngram)
     kept = [i for i, dup in enumerate(duplicate_of) if dup is None]
     del duplicate_of

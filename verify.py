@@ -17,12 +17,15 @@ The paper's ablation selects differently from the same verdicts, without running
 from __future__ import annotations
 
 import ast
+import hashlib
 import random
 from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from selfalign.config import RunArguments, as_dict, parse_args
 from selfalign.decontam import Decontaminator, normalize
@@ -31,7 +34,7 @@ from selfalign.errors import fail, run_main
 from selfalign.funnel import Funnel, log, setup_logging
 from selfalign.io import StageRun, read_rows
 from selfalign.sandbox import ISOLATIONS, Sandbox
-from selfalign.tables import Rows, TableRows
+from selfalign.tables import ROW_GROUP, Rows, TableRows
 from selfalign.templates import row_rng
 
 STAGE = "verified"
@@ -82,6 +85,7 @@ SELECTIONS = {
     "random": ("pass", "fail", "error", "timeout", "rejected"),  # any sample with a response, whatever its verdict
     "failing": ("fail", "error", "timeout"),
 }
+SFT_COLUMNS = ["instruction_id", "sample_id", "seed_id", "verdict", "asserts"]  # beside prompt and completion
 CHOSEN = {"passing": "passing sample", "random": "sample", "failing": "failing sample"}
 
 
@@ -135,43 +139,62 @@ def choose(samples: Verdicts, positions: np.ndarray, selection: str, seed: int, 
     return chosen
 
 
-TEXTS = ["instruction_id", "instruction", "response", "code"]  # what the filters read of a chosen sample
+class Chosen:
+    """Chosen samples (positions in `rows`) going through the filters. Their texts are read from `rows` a
+    column at a time, when a filter needs that column, so only one text column of them is ever in memory."""
+
+    def __init__(self, rows: Rows, samples: Verdicts, positions: list[int]) -> None:
+        self.rows, self.samples, self.positions = rows, samples, positions
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def texts(self, column: str) -> Iterator[str]:
+        for start in range(0, len(self.positions), ROW_GROUP):
+            yield from self.rows.take(self.positions[start : start + ROW_GROUP], [column]).column(column).to_pylist()
+
+    def instruction_ids(self) -> list[str]:
+        return [self.samples.ids[self.samples.codes[p]] for p in self.positions]
+
+    def keep(self, keep: Iterable[bool], funnel: Funnel, reason: str) -> None:
+        kept = [p for p, k in zip(self.positions, keep, strict=True) if k]
+        funnel.drop(reason, len(self.positions) - len(kept))
+        self.positions = kept
 
 
-def chosen_rows(rows: Rows, positions: list[int]) -> list[dict]:
-    """The chosen samples' texts (only those columns), each with its position in `rows`."""
-    texts = rows.take(positions, TEXTS).to_pylist()
-    return [{**text, "position": position} for text, position in zip(texts, positions, strict=True)]
+def digest(text: str) -> bytes:
+    """Stands for a text in a set of those seen (16 bytes rather than the text)."""
+    return hashlib.blake2b(normalize(text).encode(), digest_size=16).digest()
 
 
-def filter_rows(chosen: list[dict], args: VerifyArguments, decontam: Decontaminator, funnel: Funnel) -> list[dict]:
+def first_of_each(keys: Iterable[bytes]) -> list[bool]:
+    seen: set[bytes] = set()
+    return [not (key in seen or seen.add(key)) for key in keys]
+
+
+def filter_rows(chosen: Chosen, args: VerifyArguments, decontam: Decontaminator, funnel: Funnel) -> Chosen:
     """Length cap, exact and near dedup, diversity cap and decontamination; every drop is counted."""
-    kept = [s for s in chosen if len(s["instruction"].split()) <= args.max_instruction_words]
-    funnel.drop(f"instruction over {args.max_instruction_words} words", len(chosen) - len(kept))
+    chosen.keep((len(t.split()) <= args.max_instruction_words for t in chosen.texts("instruction")), funnel,
+                f"instruction over {args.max_instruction_words} words")
     for column in ("instruction", "response"):
-        seen: set[str] = set()
-        unique = [s for s in kept if not (normalize(s[column]) in seen or seen.add(normalize(s[column])))]
-        funnel.drop(f"exact duplicate {column}", len(kept) - len(unique))
-        kept = unique
+        chosen.keep(first_of_each(digest(t) for t in chosen.texts(column)), funnel, f"exact duplicate {column}")
     for column in ("instruction", "response", "code"):
-        duplicate_of = near_duplicates([s[column] for s in kept], args.dedup_threshold, args.dedup_num_perm,
+        duplicate_of = near_duplicates(list(chosen.texts(column)), args.dedup_threshold, args.dedup_num_perm,
                                        args.dedup_ngram)
-        unique = [s for s, dup in zip(kept, duplicate_of, strict=True) if dup is None]
-        funnel.drop(f"near-duplicate {column} (MinHash)", len(kept) - len(unique))
-        kept = unique
+        chosen.keep((dup is None for dup in duplicate_of), funnel, f"near-duplicate {column} (MinHash)")
     if args.max_per_function_name is not None:
         per_name: Counter[str] = Counter()
         diverse = []
-        for sample in kept:
-            names = function_names(sample["code"])
-            if all(per_name[n] < args.max_per_function_name for n in names):
+        for code in chosen.texts("code"):
+            names = function_names(code)
+            diverse.append(all(per_name[n] < args.max_per_function_name for n in names))
+            if diverse[-1]:
                 per_name.update(names)
-                diverse.append(sample)
-        funnel.drop(f"function name seen {args.max_per_function_name}+ times", len(kept) - len(diverse))
-        kept = diverse
-    clean = [s for s in kept if decontam.match(s["instruction"] + "\n" + s["response"]) is None]
-    funnel.drop("benchmark contamination", len(kept) - len(clean))
-    return clean
+        chosen.keep(diverse, funnel, f"function name seen {args.max_per_function_name}+ times")
+    clean = (decontam.match(instruction + "\n" + response) is None
+             for instruction, response in zip(chosen.texts("instruction"), chosen.texts("response"), strict=True))
+    chosen.keep(clean, funnel, "benchmark contamination")
+    return chosen
 
 
 def matched_instructions(rows: Rows, samples: Verdicts, args: VerifyArguments, seed: int,
@@ -183,17 +206,16 @@ def matched_instructions(rows: Rows, samples: Verdicts, args: VerifyArguments, s
     has_pass[samples.codes[samples.mask(SELECTIONS["passing"])]] = True
     has_fail[samples.codes[samples.mask(SELECTIONS["failing"])]] = True
     eligible = np.flatnonzero((has_pass & has_fail)[samples.codes])
-    survivors = [{s["instruction_id"] for s in filter_rows(
-        chosen_rows(rows, choose(samples, eligible, selection, seed, Funnel("scratch"))), args, decontam,
-        Funnel("scratch"))} for selection in SELECTIONS]
+    survivors = [set(filter_rows(Chosen(rows, samples, choose(samples, eligible, selection, seed, Funnel("scratch"))),
+                                 args, decontam, Funnel("scratch")).instruction_ids()) for selection in SELECTIONS]
     return eligible, set.intersection(*survivors)
 
 
-def select_rows(rows: Rows, args: VerifyArguments, seed: int, funnel: Funnel) -> list[dict]:
+def select_rows(rows: Rows, args: VerifyArguments, seed: int, funnel: Funnel) -> list[int]:
     """One sample per instruction by `--selection`, then the filters, then (ablation) only the instructions
     every selection keeps and a seeded cap of `--max_rows` instructions; every drop is counted. Reads only
     the columns it needs: instruction, verdict and sample index of every sample, then the texts of the
-    chosen ones. Returns those texts, each with the sample's `position` in `rows`."""
+    chosen ones a column at a time. Returns the selected samples' positions in `rows`."""
     decontam = Decontaminator(tuple(args.decontaminate), args.decontam_min_chars)
     samples = Verdicts(rows)
     positions = np.arange(len(samples))
@@ -201,24 +223,58 @@ def select_rows(rows: Rows, args: VerifyArguments, seed: int, funnel: Funnel) ->
     if args.selection_instructions == "matched":
         positions, common = matched_instructions(rows, samples, args, seed, decontam)
         funnel.drop("instruction lacks a passing or a failing sample (matched)", len(samples) - len(positions))
-    kept = filter_rows(chosen_rows(rows, choose(samples, positions, args.selection, seed, funnel)), args,
+    kept = filter_rows(Chosen(rows, samples, choose(samples, positions, args.selection, seed, funnel)), args,
                        decontam, funnel)
     if common is not None:
-        matched = [s for s in kept if s["instruction_id"] in common]
-        funnel.drop("dropped by another selection's filters (matched)", len(kept) - len(matched))
-        kept = matched
+        kept.keep((i in common for i in kept.instruction_ids()), funnel,
+                  "dropped by another selection's filters (matched)")
     if args.max_rows is not None and len(kept) > args.max_rows:  # sampled by instruction: the same in each run
-        ids = set(random.Random(seed).sample(sorted(s["instruction_id"] for s in kept), args.max_rows))
-        funnel.drop(f"over --max_rows {args.max_rows} (seeded sample)", len(kept) - len(ids))
-        kept = [s for s in kept if s["instruction_id"] in ids]
+        ids = set(random.Random(seed).sample(sorted(kept.instruction_ids()), args.max_rows))
+        kept.keep((i in ids for i in kept.instruction_ids()), funnel, f"over --max_rows {args.max_rows} (seeded sample)")
     for note in decontam.notes():
         funnel.note(note)
-    return kept
+    return kept.positions
+
+
+class SFTRows(Rows):
+    """The selected samples as TRL's conversational rows (`prompt`/`completion`), built a batch at a time
+    from the verdicts' columns; typed as `pa.Table.from_pylist` types the same rows."""
+
+    def __init__(self, verdicts: Rows, positions: list[int]) -> None:
+        self.verdicts, self.positions = verdicts, positions
+        have = verdicts.schema
+        turn = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+        self._schema = pa.schema([("prompt", turn), ("completion", turn),
+                                  *((c, have.field(c).type if c in have.names else pa.null()) for c in SFT_COLUMNS)])
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self._schema
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def table(self, start: int, stop: int, columns: Sequence[str] | None = None) -> pa.Table:
+        have = self.verdicts.column_names
+        picked = self.verdicts.take(self.positions[start:stop],
+                                    ["instruction", "response", *(c for c in SFT_COLUMNS if c in have)])
+        n = picked.num_rows
+
+        def turns(role: str, texts: pa.ChunkedArray) -> pa.Array:
+            content = texts.combine_chunks().cast(pa.string())
+            return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)),
+                                            pa.StructArray.from_arrays([pa.array([role] * n, pa.string()), content],
+                                                                       names=["role", "content"]))
+
+        arrays = [turns("user", picked.column("instruction")), turns("assistant", picked.column("response")),
+                  *(picked.column(c) if c in have else pa.nulls(n) for c in SFT_COLUMNS)]
+        table = pa.Table.from_arrays(arrays, schema=self._schema)
+        return table if columns is None else table.select(list(columns))
 
 
 def select(samples: list[dict], args: VerifyArguments, seed: int, funnel: Funnel) -> list[dict]:
     """`select_rows` of samples given as dicts: the chosen samples themselves."""
-    return [samples[s["position"]] for s in select_rows(TableRows.from_pylist(samples), args, seed, funnel)]
+    return [samples[p] for p in select_rows(TableRows.from_pylist(samples), args, seed, funnel)]
 
 
 def check_arguments(run_args: RunArguments, args: VerifyArguments) -> None:
@@ -298,13 +354,7 @@ def main() -> None:
     if args.from_verdicts:
         for verdict, n in tally.items():
             funnel.count(f"verdict: {verdict}", n)
-    selected = select_rows(verdicts, args, run_args.seed, funnel)
-    columns = [c for c in ("sample_id", "seed_id", "verdict", "asserts") if c in verdicts.column_names]
-    details = verdicts.take([s["position"] for s in selected], columns).to_pylist()
-    sft = [{"prompt": [{"role": "user", "content": s["instruction"]}],
-            "completion": [{"role": "assistant", "content": s["response"]}],
-            "instruction_id": s["instruction_id"], "sample_id": d["sample_id"], "seed_id": d.get("seed_id"),
-            "verdict": d["verdict"], "asserts": d["asserts"]} for s, d in zip(selected, details, strict=True)]
+    sft = SFTRows(verdicts, select_rows(verdicts, args, run_args.seed, funnel))
     stage.publish(sft, funnel, f"{len(sft)} SFT rows ({tally['pass']} of {len(verdicts)} samples passed)",
                   extra={"verdicts": verdicts}, license="other",
                   description=f"Self-aligned SFT data: each instruction with one response {DESCRIBED[args.selection]} "

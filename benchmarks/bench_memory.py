@@ -88,9 +88,13 @@ def source_table(n: int) -> pa.Table:
     return pa.Table.from_pylist(rows)
 
 
-def write_dataset(table: pa.Table, folder: Path, name: str = "train") -> None:
+def write_dataset(table: pa.Table, folder: Path, rows_per_file: int = 100_000) -> None:
+    """As a stage writes its output: files of 100k rows, row groups of 10k."""
     (folder / "data").mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, folder / "data" / f"{name}-00000-of-00001.parquet")
+    n = -(-table.num_rows // rows_per_file)
+    for i in range(n):
+        pq.write_table(table.slice(i * rows_per_file, rows_per_file),
+                       folder / "data" / f"train-{i:05d}-of-{n:05d}.parquet", row_group_size=10_000)
 
 
 def kept_bytes(stage: str, table: pa.Table) -> int:

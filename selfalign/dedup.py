@@ -146,19 +146,22 @@ def near_duplicates(texts: Sequence[str], threshold: float = 0.5, num_perm: int 
     duplicate_of: list[int | None] = [None] * len(texts)
     if not present:
         return duplicate_of
-    groups, shared = [], np.zeros(len(present), dtype=bool)
+    # each text's group in each band, as numpy rather than Python ints (36 bytes each): 4 bytes a band a text
+    groups, shared = np.empty((len(present), bands), dtype=np.int32), np.zeros(len(present), dtype=bool)
     for band in range(bands):
         block = np.ascontiguousarray(matrix[:, band * rows : (band + 1) * rows])
         keys = block.view(np.dtype((np.void, block.dtype.itemsize * rows))).ravel()
         _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-        groups.append(inverse.tolist())
-        shared |= counts[inverse] > 1
+        groups[:, band] = inverse.ravel()
+        shared |= counts[inverse.ravel()] > 1
+    del matrix
     first_kept: list[dict[int, int]] = [{} for _ in range(bands)]
     for position in np.flatnonzero(shared).tolist():  # a text alone in every band is kept, unqueried
-        candidates = [first_kept[b][groups[b][position]] for b in range(bands) if groups[b][position] in first_kept[b]]
+        keys = groups[position].tolist()
+        candidates = [first_kept[b][key] for b, key in enumerate(keys) if key in first_kept[b]]
         if candidates:
             duplicate_of[present[position]] = present[min(candidates)]
         else:
-            for b in range(bands):
-                first_kept[b].setdefault(groups[b][position], position)
+            for b, key in enumerate(keys):
+                first_kept[b].setdefault(key, position)
     return duplicate_of

@@ -70,6 +70,10 @@ class Rows(Sequence[dict[str, Any]]):
         for start in range(0, len(self), size):
             yield self.table(start, min(start + size, len(self)), columns)
 
+    def pylist(self, name: str) -> list[Any]:
+        """One column of every row as Python values, converted a batch at a time (never all in Arrow too)."""
+        return [value for batch in self.batches(columns=[name]) for value in batch.column(name).to_pylist()]
+
     def column(self, name: str) -> pa.ChunkedArray:
         """One column of every row (in Arrow: the caller decides what to convert)."""
         return self.table(0, len(self), [name]).column(name)
@@ -223,8 +227,8 @@ def write_parquet_files(folder: Path, name: str, rows: Rows, rows_per_file: int)
         path = folder / f"{name}-{i:05d}-of-{n_files:05d}.parquet"
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         start, stop = i * rows_per_file, min((i + 1) * rows_per_file, len(rows))
-        if stop <= start:  # no rows: a file of the columns alone, as pyarrow writes an empty table
-            pq.write_table(schema.empty_table(), tmp)
+        if stop <= start:  # no rows: no columns either, as a list of no rows was always written
+            pq.write_table(pa.Table.from_pylist([]), tmp)
         else:
             with pq.ParquetWriter(tmp, schema) as writer:
                 for low in range(start, stop, ROW_GROUP):
