@@ -31,7 +31,7 @@ from selfalign.sources import (
     describe,
     index_without_reading,
 )
-from selfalign.tables import Rows, SubRows, WithColumns
+from selfalign.tables import Rows, SubRows, TextColumn, WithColumns
 from selfalign.typecheck import CONFIG as PYRIGHT_CONFIG
 from selfalign.typecheck import TypeCheckStats, typecheck
 
@@ -139,7 +139,13 @@ def main() -> None:
     else:
         index = index_without_reading(source)
     scan = None
+
+    def record(index: SourceIndex) -> None:  # the same content whoever writes it: no lock needed
+        if not index_file.exists():
+            atomic_write(index_file, json.dumps(index.to_json()))
+
     if index is not None:
+        record(index)
         chunk_ids = index.chunks(args.files_per_chunk)
         reader = SourceReader(source, index)
         todo = [c for c in stage.mine(chunk_ids) if not stage.done("extract", c)]
@@ -157,9 +163,7 @@ def main() -> None:
         part.seconds = time.time() - started
         stage.write_part("extract", chunk, rows, part)
     if scan is not None and scan.complete:
-        index = scan.index
-    if index is not None and not index_file.exists():  # the same content whoever writes it: no lock needed
-        atomic_write(index_file, json.dumps(index.to_json()))
+        record(scan.index)
     if not chunk_ids:
         fail(f"source {args.source} yielded no files")
     # every process of a launch judges a share, so each needs the deduplicated candidates; without the judge
@@ -172,7 +176,7 @@ def main() -> None:
 
     # 2. near-duplicates (global, deterministic), then the optional cap on how many seeds to judge
     started = time.time()
-    duplicate_of = near_duplicates(candidates.pylist("content"), args.dedup_threshold,
+    duplicate_of = near_duplicates(TextColumn(candidates, "content"), args.dedup_threshold,
                                    args.dedup_num_perm, args.dedup_ngram)
     kept = [i for i, dup in enumerate(duplicate_of) if dup is None]
     del duplicate_of

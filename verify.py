@@ -20,7 +20,7 @@ import ast
 import hashlib
 import random
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from selfalign.errors import fail, run_main
 from selfalign.funnel import Funnel, log, setup_logging
 from selfalign.io import StageRun, read_rows
 from selfalign.sandbox import ISOLATIONS, Sandbox
-from selfalign.tables import ROW_GROUP, Rows, TableRows
+from selfalign.tables import Rows, SubRows, TableRows, TextColumn
 from selfalign.templates import row_rng
 
 STAGE = "verified"
@@ -149,9 +149,8 @@ class Chosen:
     def __len__(self) -> int:
         return len(self.positions)
 
-    def texts(self, column: str) -> Iterator[str]:
-        for start in range(0, len(self.positions), ROW_GROUP):
-            yield from self.rows.take(self.positions[start : start + ROW_GROUP], [column]).column(column).to_pylist()
+    def texts(self, column: str) -> TextColumn:
+        return TextColumn(SubRows(self.rows, self.positions), column)
 
     def instruction_ids(self) -> list[str]:
         return [self.samples.ids[self.samples.codes[p]] for p in self.positions]
@@ -179,7 +178,7 @@ def filter_rows(chosen: Chosen, args: VerifyArguments, decontam: Decontaminator,
     for column in ("instruction", "response"):
         chosen.keep(first_of_each(digest(t) for t in chosen.texts(column)), funnel, f"exact duplicate {column}")
     for column in ("instruction", "response", "code"):
-        duplicate_of = near_duplicates(list(chosen.texts(column)), args.dedup_threshold, args.dedup_num_perm,
+        duplicate_of = near_duplicates(chosen.texts(column), args.dedup_threshold, args.dedup_num_perm,
                                        args.dedup_ngram)
         chosen.keep((dup is None for dup in duplicate_of), funnel, f"near-duplicate {column} (MinHash)")
     if args.max_per_function_name is not None:

@@ -10,8 +10,9 @@ is the stage's alone:
 - `build_seeds`: a parquet source of N files, one documented function each (10% near-copies) -> extraction,
   decontamination, MinHash dedup -> dataset, with `--judge none` and pyright replaced by "clean".
 
-Reported per run: peak RSS (the child's `ru_maxrss`), peak anonymous RSS (sampled from /proc every 20 ms:
-memory-mapped Arrow files count in RSS but are page cache the kernel can drop), wall time, rows/s, and
+Reported per run: peak RSS (the child's own VmHWM, read by itself at exit: `ru_maxrss` would also count
+the parent's size at fork), peak anonymous RSS (sampled from /proc every 20 ms: memory-mapped Arrow files
+count in RSS but are page cache the kernel can drop), wall time, rows/s, and
 "kept": the Arrow size of the columns the stage's global step must hold for every row (ids and verdicts
 for verify, plus the texts of one sample per instruction; function texts for build_seeds), which grows with
 the input by design. `--repo` runs another checkout's code (e.g. the code before a change).
@@ -26,7 +27,6 @@ import hashlib
 import json
 import os
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -129,8 +129,7 @@ class FakeSandbox:
         pass
 
 
-def child(stage: str, argv: list[str]) -> None:
-    os.chdir(Path.cwd())
+def child(stage: str, argv: list[str], report: Path) -> None:
     if stage in ("verify", "from_verdicts"):
         import verify
 
@@ -143,15 +142,16 @@ def child(stage: str, argv: list[str]) -> None:
         build_seeds.typecheck = lambda texts, **_: [None] * len(texts)  # type: ignore[assignment]
         sys.argv = ["build_seeds.py", *argv]
         build_seeds.main()
+    report.write_text(str(status_kb(os.getpid(), "VmHWM:")))  # this process's peak RSS (pool workers excluded)
 
 
 # ---------------------------------------------------------------- parent
 
 
-def rss_anon_kb(pid: int) -> int:
+def status_kb(pid: int, field: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("RssAnon:"):
+            if line.startswith(field):
                 return int(line.split()[1])
     except OSError:
         pass
@@ -160,27 +160,29 @@ def rss_anon_kb(pid: int) -> int:
 
 def measure(repo: Path, stage: str, argv: list[str], env: dict[str, str]) -> dict[str, float]:
     log = Path(argv[argv.index("--output_dir") + 1] + ".log")
+    report = log.with_suffix(".peak")
     started = time.time()
     with log.open("wb") as stderr:
         process = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", stage, "--repo",
-                                    str(repo), "--", *argv], cwd=repo, env=env, stdout=stderr, stderr=stderr)
+                                    str(repo), "--report", str(report), "--", *argv], cwd=repo, env=env,
+                                   stdout=stderr, stderr=stderr)
     peak_anon, exited = [0], threading.Event()
 
     def sample() -> None:  # never polls the child: wait4 below must be the one to reap it (for its rusage)
         while not exited.is_set():
-            peak_anon[0] = max(peak_anon[0], rss_anon_kb(process.pid))
+            peak_anon[0] = max(peak_anon[0], status_kb(process.pid, "RssAnon:"))
             time.sleep(0.02)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    _, status, usage = os.wait4(process.pid, 0)
+    _, status, _ = os.wait4(process.pid, 0)
     exited.set()
     process.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.time() - started
     sampler.join()
     if process.returncode != 0:
         raise SystemExit(f"{stage} failed ({process.returncode}):\n{log.read_text()[-3000:]}")
-    return {"peak_rss_mb": usage.ru_maxrss / 1024, "peak_anon_mb": peak_anon[0] / 1024, "seconds": seconds}
+    return {"peak_rss_mb": int(report.read_text()) / 1024, "peak_anon_mb": peak_anon[0] / 1024, "seconds": seconds}
 
 
 def main() -> None:
@@ -191,11 +193,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--report", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         sys.path.insert(0, str(args.repo.resolve()))
-        child(args.child, args.rest)
+        child(args.child, args.rest, args.report)
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_memory_"))
     repo = args.repo.resolve()
@@ -212,6 +215,9 @@ def main() -> None:
         write_dataset(responses, folder / "responses")
         source = source_table(n)
         write_dataset(source, folder / "source")
+        kept = {"build_seeds": kept_bytes("build_seeds", source) / 2**20}
+        kept["verify"] = kept["from_verdicts"] = kept_bytes("verify", responses) / 2**20
+        del responses, source  # the children fork from this process: keep it small
         common = ["--seed", "1", "--overwrite"]
         runs = {
             "verify": ["--input", str(folder / "responses"), "--output_dir", str(folder / "verified"),
@@ -224,12 +230,10 @@ def main() -> None:
         }
         for stage in args.stages:
             figures = measure(repo, stage, runs[stage], env)
-            kept = kept_bytes(stage, source if stage == "build_seeds" else responses) / 2**20
-            row = {"stage": stage, "rows": n, **figures, "kept_mb": kept, "rows_per_s": n / figures["seconds"]}
+            row = {"stage": stage, "rows": n, **figures, "kept_mb": kept[stage], "rows_per_s": n / figures["seconds"]}
             results.append(row)
-            print(f"{stage:<14}{n:>9}{row['peak_rss_mb']:>13.0f}{row['peak_anon_mb']:>14.0f}{kept:>9.0f}"
+            print(f"{stage:<14}{n:>9}{row['peak_rss_mb']:>13.0f}{row['peak_anon_mb']:>14.0f}{kept[stage]:>9.0f}"
                   f"{row['seconds']:>9.1f}{row['rows_per_s']:>9.0f}", flush=True)
-        del responses, source
     if len(args.sizes) == 2:
         small, large = args.sizes
         for stage in args.stages:
@@ -242,7 +246,6 @@ def main() -> None:
         args.json.write_text(json.dumps(results, indent=2))
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"max RSS of this parent: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -70,10 +70,6 @@ class Rows(Sequence[dict[str, Any]]):
         for start in range(0, len(self), size):
             yield self.table(start, min(start + size, len(self)), columns)
 
-    def pylist(self, name: str) -> list[Any]:
-        """One column of every row as Python values, converted a batch at a time (never all in Arrow too)."""
-        return [value for batch in self.batches(columns=[name]) for value in batch.column(name).to_pylist()]
-
     def column(self, name: str) -> pa.ChunkedArray:
         """One column of every row (in Arrow: the caller decides what to convert)."""
         return self.table(0, len(self), [name]).column(name)
@@ -85,6 +81,34 @@ class Rows(Sequence[dict[str, Any]]):
 
 def _empty(schema: pa.Schema, columns: Sequence[str] | None) -> pa.Table:
     return (schema if columns is None else pa.schema([schema.field(c) for c in columns])).empty_table()
+
+
+class TextColumn(Sequence[str]):
+    """One column of `rows` as a sequence read when sliced (e.g. the texts dedup signs, block by block)."""
+
+    def __init__(self, rows: Rows, name: str) -> None:
+        self.rows, self.name = rows, name
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, key: int) -> str: ...
+
+    @overload
+    def __getitem__(self, key: slice) -> list[str]: ...
+
+    def __getitem__(self, key: int | slice) -> str | list[str]:
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step != 1:
+                raise ValueError("TextColumn slices are contiguous")
+            return self.rows.table(start, max(start, stop), [self.name]).column(self.name).to_pylist()
+        return self.rows[key][self.name]
+
+    def __iter__(self) -> Iterator[str]:
+        for batch in self.rows.batches(columns=[self.name]):
+            yield from batch.column(self.name).to_pylist()
 
 
 class TableRows(Rows):

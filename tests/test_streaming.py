@@ -18,7 +18,7 @@ from selfalign.decontam import Decontaminator, normalize
 from selfalign.dedup import near_duplicates
 from selfalign.funnel import Funnel
 from selfalign.io import StageRun
-from selfalign.tables import SubRows, TableRows, WithColumns
+from selfalign.tables import SubRows, TableRows, TextColumn, WithColumns
 from selfalign.templates import row_rng
 from verify import CHOSEN, SELECTIONS, VerifyArguments, function_names, select
 
@@ -220,7 +220,9 @@ def test_rows_of_an_input_are_a_zero_copy_view(tmp_path):
     table = pa.Table.from_pylist([{"x": i, "t": f"t{i}"} for i in range(50)])
     rows = TableRows(table)
     assert rows[10:13] == [{"x": 10, "t": "t10"}, {"x": 11, "t": "t11"}, {"x": 12, "t": "t12"}]
-    assert rows.pylist("t")[-1] == "t49" and len(list(rows.batches(size=7))) == 8
+    texts = TextColumn(rows, "t")
+    assert list(texts) == [f"t{i}" for i in range(50)] and texts[48:] == ["t48", "t49"] and texts[-1] == "t49"
+    assert len(list(rows.batches(size=7))) == 8
     with pytest.raises(IndexError):
         rows[50]
 
@@ -256,3 +258,23 @@ def test_verify_from_verdicts_writes_what_the_in_memory_code_wrote(tmp_path):
         assert new.schema == old.schema and new.equals(old), name
     assert provenance["funnel"]["dropped"] == funnel.dropped and provenance["rows"] == len(expected) > 100
     assert provenance["funnel"]["counters"] == funnel.counters
+
+
+def test_dedup_of_a_column_read_from_parts_by_the_pool_equals_the_list_in_one_process(tmp_path):
+    """Texts handed to the signing pool block by block from disk (never all in memory) give the clusters of
+    the same texts as a list signed in one process."""
+    rng = random.Random(9)
+    texts = []
+    for i in range(5000):
+        if i % 6 == 5:
+            texts.append(texts[-1].replace("w1", "w2", 1))  # a near-copy of the previous text
+        else:
+            texts.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(0, 30))))  # some with no word
+    stage = StageRun("toy", "toy.py", RunArguments(output_dir=str(tmp_path / "out")), {}, {})
+    assert stage.open()
+    for start in range(0, len(texts), 64):
+        stage.write_part("p", start, [{"t": t} for t in texts[start : start + 64]], Funnel("toy"))
+    column = TextColumn(SubRows(stage.parts("p", range(0, len(texts), 64)), range(len(texts))), "t")
+    expected = near_duplicates(texts, 0.5, 128, 5, workers=1)
+    assert near_duplicates(column, 0.5, 128, 5, workers=2) == expected
+    assert sum(d is not None for d in expected) >= 500
