@@ -1,5 +1,8 @@
 """Dataset I/O shared by every stage: read an input by path or Hub id, write a resumable, versioned output.
 
+(Past 600 lines: reading inputs, a stage's resumable run and publishing it are one life cycle whose parts
+share the layout below; the Arrow-backed rows they pass around are in `selfalign/tables.py`.)
+
 An output directory is laid out so that `datasets.load_dataset(<dir>)` and the Hub viewer both read it:
 
     <dir>/data/train-00000-of-00001.parquet   the rows
@@ -38,7 +41,7 @@ from selfalign.config import RunArguments
 from selfalign.errors import fail
 from selfalign.funnel import Funnel, log, progress_bar
 from selfalign.models import HUB_ID
-from selfalign.tables import PartRows, Rows, TableRows, write_parquet_files
+from selfalign.tables import ParquetRows, Rows, TableRows, write_parquet_files
 
 POLL_SECONDS = 2.0  # how often a process of a launch looks for its siblings' parts
 DATA_SUFFIXES = (".parquet", ".jsonl", ".json")
@@ -136,38 +139,20 @@ def load_input(spec: str, split: str = "train", streaming: bool = False, default
             ds = datasets.load_from_disk(str(path))
             fingerprint = getattr(ds, "_fingerprint", "") or _sha256_files(sorted(path.glob("*.arrow")))
             return ds, InputRef(spec, "local", None, fingerprint)
-        configs = declared_configs(path) if path.is_dir() else {}
-        if config and config not in configs and list(path.glob(f"data/{config}-*.parquet")):
-            configs[config] = [f"data/{config}-*.parquet"]  # a selfalign output's extra config, without its card
-        if config or (configs and not local_data_files(path)):  # a directory laid out as a Hub repo
-            config = config or (default_config if default_config in configs else None)
-            if config is None:
-                fail(f"input {spec} holds configs {', '.join(configs)}: name one, as {where}:<config>")
-            if config not in configs:
-                fail(f"input {spec}: no config {config!r} (it has: {', '.join(configs) or 'none'})")
-            files = sorted({f for pattern in configs[config] for f in path.glob(pattern)})
-            if not files:
-                fail(f"input {spec}: config {config} has no data files")
-            try:
-                ds = datasets.load_dataset("parquet" if files[0].suffix == ".parquet" else "json",
-                                           data_files=[str(f) for f in files], split=split,
-                                           streaming=streaming, **kwargs)
-            except Exception as err:  # datasets raises many types for unreadable files
-                fail(f"cannot read {spec}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
-            return ds, InputRef(spec, "local", None, _sha256_files(files), config)
-        files = local_data_files(path)
-        if not files:
-            fail(f"input {spec} holds no .parquet/.jsonl/.json data files")
-        if path.is_dir() and not (path / "data").is_dir() and (path / "parts").is_dir():
-            fail(f"input {spec} is an unfinished stage output: run that stage to completion first")
+        files, config = local_input_files(spec, path, config, default_config)
         builder = "parquet" if files[0].suffix == ".parquet" else "json"
-        if builder == "parquet" and sum(pq.read_metadata(f).num_rows for f in files) == 0:
+        if not config and builder == "parquet" and sum(pq.read_metadata(f).num_rows for f in files) == 0:
             fail(f"input {spec} has no rows")  # datasets cannot even build an empty split from them
         try:
-            ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", streaming=streaming)
+            if config:
+                ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split=split,
+                                           streaming=streaming, **kwargs)
+            else:
+                ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train",
+                                           streaming=streaming)
         except Exception as err:  # datasets raises many types for unreadable files
             fail(f"cannot read {spec}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
-        return ds, InputRef(spec, "local", None, _sha256_files(files))
+        return ds, InputRef(spec, "local", None, _sha256_files(files), config)
     if not HUB_ID.match(spec) or spec.startswith((".", "/", "~")):
         fail(f"input not found: {spec} (neither a local path nor a Hub id `org/name[:config][@revision]`)")
     try:
@@ -184,12 +169,51 @@ def load_input(spec: str, split: str = "train", streaming: bool = False, default
     return ds, InputRef(spec, "hub", revision, sha, config)
 
 
+def local_input_files(spec: str, path: Path, config: str | None,
+                      default_config: str | None) -> tuple[list[Path], str | None]:
+    """The data files of a local input (not a `save_to_disk` folder) and the config they are (None: the
+    folder's plain data files)."""
+    configs = declared_configs(path) if path.is_dir() else {}
+    if config and config not in configs and list(path.glob(f"data/{config}-*.parquet")):
+        configs[config] = [f"data/{config}-*.parquet"]  # a selfalign output's extra config, without its card
+    if config or (configs and not local_data_files(path)):  # a directory laid out as a Hub repo
+        config = config or (default_config if default_config in configs else None)
+        if config is None:
+            fail(f"input {spec} holds configs {', '.join(configs)}: name one, as {split_spec(spec)[0]}:<config>")
+        if config not in configs:
+            fail(f"input {spec}: no config {config!r} (it has: {', '.join(configs) or 'none'})")
+        files = sorted({f for pattern in configs[config] for f in path.glob(pattern)})
+        if not files:
+            fail(f"input {spec}: config {config} has no data files")
+        return files, config
+    files = local_data_files(path)
+    if not files:
+        fail(f"input {spec} holds no .parquet/.jsonl/.json data files")
+    if path.is_dir() and not (path / "data").is_dir() and (path / "parts").is_dir():
+        fail(f"input {spec} is an unfinished stage output: run that stage to completion first")
+    return files, None
+
+
 def read_rows(spec: str | None, needed: Sequence[str], what: str, max_rows: int | None = None,
               config: str | None = None) -> tuple[Rows, InputRef]:
     """A stage's input rows (the first `max_rows`; of `config` unless the spec names one): required, loadable,
-    with the needed columns, not empty. They stay in the dataset's memory-mapped Arrow table until read."""
+    with the needed columns, not empty. Local parquet files are read a row group at a time as rows are used;
+    other inputs go through `datasets` and stay in its memory-mapped Arrow table until read."""
     if not spec:
         fail(f"--input is required: the {what} dataset (a path or org/name[:config][@revision])")
+    where, named, revision = split_spec(spec)
+    path = Path(where).expanduser()
+    if path.exists() and not revision and not (path / "dataset_info.json").exists():
+        files, used = local_input_files(spec, path, named or config, what)
+        if all(f.suffix == ".parquet" for f in files):  # read as they are, a row group at a time
+            try:
+                rows = ParquetRows(files, max_rows)
+            except (OSError, pa.ArrowException) as err:
+                fail(f"cannot read {spec}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+            require_columns(rows.column_names, needed, spec)
+            if not len(rows):
+                fail(f"input {spec} has no rows")
+            return rows, InputRef(spec, "local", None, _sha256_files(files), used)  # as `load_input` records it
     ds, ref = load_input(spec, default_config=what, config=config)
     require_columns(ds.column_names, needed, spec)
     n = len(ds) if max_rows is None else min(len(ds), max(max_rows, 0))
@@ -344,7 +368,7 @@ class StageRun:
         """Rows of finished chunks, in chunk order, as dicts; their counts are added to `funnel`."""
         return list(self.parts(phase, chunks, funnel))
 
-    def parts(self, phase: str, chunks: Iterable[int], funnel: Funnel | None = None) -> PartRows:
+    def parts(self, phase: str, chunks: Iterable[int], funnel: Funnel | None = None) -> ParquetRows:
         """Rows of finished chunks, in chunk order, left on disk until read; their counts are added to `funnel`."""
         files = []
         try:
@@ -352,7 +376,7 @@ class StageRun:
                 files.append(self._part(phase, chunk, ".parquet"))
                 if funnel is not None:
                     funnel.add(json.loads(self._part(phase, chunk, ".json").read_text()))
-            return PartRows(files)
+            return ParquetRows(files)
         except FileNotFoundError:
             if not self.finished():
                 raise

@@ -1,6 +1,7 @@
 """Rows that stay in Arrow until a chunk of them is used.
 
-A stage's input (a memory-mapped Arrow dataset), its finished parts (one parquet file per chunk) and the
+A stage's input (local parquet files read a row group at a time, or a memory-mapped Arrow dataset for
+other inputs), its finished parts (one parquet file per chunk) and the
 views the stages make of them (a subset of rows by index, constant columns added) are all `Rows`: a
 read-only sequence whose slices are read as Python dicts only when asked for, and whose `columns` reads
 only some columns. The final parquet files are written from them a row group at a time. Why: the stages
@@ -137,56 +138,73 @@ class TableRows(Rows):
         return table.take(pa.array(np.asarray(indices, dtype=np.int64)))
 
 
-class PartRows(Rows):
-    """The rows of finished parts (parquet files, one per chunk) in chunk order, read a file at a time.
+class ParquetRows(Rows):
+    """The rows of parquet files in order (a stage's parts, or a local input), the first `limit` of them,
+    read a row group at a time; the last group read is kept, so chunks read in order read each group once.
+    Nothing is memory-mapped: what was read is freed once used.
 
     Parts were written one chunk at a time, so a column's type may differ between them (null in a chunk
-    where it is always None, string in another): every read is cast to the types unified over all parts,
+    where it is always None, string in another): every read is cast to the types unified over all files,
     as if the rows had been one table."""
 
-    def __init__(self, files: Sequence[Path]) -> None:
-        metadata = [pq.read_metadata(f) for f in files]
-        self.files = [f for f, m in zip(files, metadata, strict=True) if m.num_rows]  # an empty part has no columns
-        counts = [m.num_rows for m in metadata if m.num_rows]
+    def __init__(self, files: Sequence[Path], limit: int | None = None) -> None:
+        self.files = list(files)
+        self.units: list[tuple[int, int]] = []  # (file, row group) of every group holding rows
+        counts, schemas = [], []
+        for index, path in enumerate(self.files):
+            metadata = pq.read_metadata(path)
+            if metadata.num_rows:  # an empty part has no columns at all
+                schemas.append(metadata.schema.to_arrow_schema().remove_metadata())
+            for group in range(metadata.num_row_groups):
+                if metadata.row_group(group).num_rows:
+                    self.units.append((index, group))
+                    counts.append(metadata.row_group(group).num_rows)
         self.offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype(np.int64)
-        schemas = [m.schema.to_arrow_schema().remove_metadata() for m in metadata if m.num_rows]
+        self.length = int(self.offsets[-1]) if limit is None else min(int(self.offsets[-1]), limit)
         self._schema = pa.unify_schemas(schemas, promote_options="permissive") if schemas else pa.schema([])
+        self._last: tuple[tuple[int, tuple[str, ...]], pa.Table] | None = None
 
     @property
     def schema(self) -> pa.Schema:
         return self._schema
 
     def __len__(self) -> int:
-        return int(self.offsets[-1])
+        return self.length
 
-    def _read(self, index: int, columns: Sequence[str] | None) -> pa.Table:
+    def _read(self, unit: int, columns: Sequence[str] | None) -> pa.Table:
         target = _empty(self._schema, columns).schema
-        return pq.read_table(self.files[index], columns=list(target.names)).cast(target)
+        key = (unit, tuple(target.names))
+        if self._last is None or self._last[0] != key:
+            index, group = self.units[unit]
+            table = pq.ParquetFile(self.files[index]).read_row_group(group, columns=list(target.names))
+            self._last = (key, table.cast(target))
+        return self._last[1]
 
     def table(self, start: int, stop: int, columns: Sequence[str] | None = None) -> pa.Table:
+        stop = min(stop, self.length)
         if stop <= start:
             return _empty(self._schema, columns)
         first = int(np.searchsorted(self.offsets, start, "right")) - 1
         last = int(np.searchsorted(self.offsets, stop - 1, "right")) - 1
         pieces = []
-        for index in range(first, last + 1):
-            low = max(start, int(self.offsets[index])) - int(self.offsets[index])
-            high = min(stop, int(self.offsets[index + 1])) - int(self.offsets[index])
-            pieces.append(self._read(index, columns).slice(low, high - low))
+        for unit in range(first, last + 1):
+            low = max(start, int(self.offsets[unit])) - int(self.offsets[unit])
+            high = min(stop, int(self.offsets[unit + 1])) - int(self.offsets[unit])
+            pieces.append(self._read(unit, columns).slice(low, high - low))
         return pa.concat_tables(pieces)
 
     def take(self, indices: Sequence[int], columns: Sequence[str] | None = None) -> pa.Table:
-        """Reads each part holding one of `indices` once, whatever their order."""
+        """Reads each row group holding one of `indices` once, whatever their order."""
         if not len(indices):
             return _empty(self._schema, columns)
         positions = np.asarray(indices, dtype=np.int64)
-        files = np.searchsorted(self.offsets, positions, "right") - 1
-        order = np.argsort(files, kind="stable")
+        units = np.searchsorted(self.offsets, positions, "right") - 1
+        order = np.argsort(units, kind="stable")
         pieces = []
-        for index in np.unique(files).tolist():
-            wanted = positions[files == index] - self.offsets[index]
-            pieces.append(self._read(index, columns).take(pa.array(wanted)))
-        grouped = pa.concat_tables(pieces)  # grouped by file; put back in the order asked for
+        for unit in np.unique(units).tolist():
+            wanted = positions[units == unit] - self.offsets[unit]
+            pieces.append(self._read(unit, columns).take(pa.array(wanted)))
+        grouped = pa.concat_tables(pieces)  # grouped by row group; put back in the order asked for
         return grouped.take(pa.array(np.argsort(order, kind="stable")))
 
 
