@@ -210,6 +210,8 @@ def read_rows(spec: str | None, needed: Sequence[str], what: str, max_rows: int 
                 rows = ParquetRows(files, max_rows)
             except (OSError, pa.ArrowException) as err:
                 fail(f"cannot read {spec}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+            if not rows.offsets[-1]:  # before the columns: files of no rows may have none
+                fail(f"input {spec} has no rows")
             require_columns(rows.column_names, needed, spec)
             if not len(rows):
                 fail(f"input {spec} has no rows")
