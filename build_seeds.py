@@ -10,6 +10,7 @@ docstring judged sufficient by the model itself -> seeds dataset.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import time
 from dataclasses import dataclass, field
@@ -19,10 +20,18 @@ from selfalign.decontam import Decontaminator
 from selfalign.dedup import near_duplicates
 from selfalign.errors import fail, run_main
 from selfalign.funnel import Funnel, log, progress, setup_logging
-from selfalign.io import StageRun
+from selfalign.io import StageRun, atomic_write
 from selfalign.judge import EXAMPLES_FILE, DocstringJudge
 from selfalign.pysource import DEFAULT_BANNED_IMPORTS, extract_seeds
-from selfalign.sources import SourceSpec, describe, iter_chunks
+from selfalign.sources import (
+    SourceIndex,
+    SourceReader,
+    SourceScan,
+    SourceSpec,
+    describe,
+    index_without_reading,
+)
+from selfalign.tables import Rows, SubRows, TextColumn, WithColumns
 from selfalign.typecheck import CONFIG as PYRIGHT_CONFIG
 from selfalign.typecheck import TypeCheckStats, typecheck
 
@@ -121,36 +130,61 @@ def main() -> None:
     funnel = Funnel(STAGE)
 
     # 1. extraction, decontamination and pyright, chunk by chunk (resumable; chunk n is the n-th, so it is
-    #    its own position and shards split the chunks by it)
+    #    its own position and shards split the chunks by it); the index of where each chunk's files are is
+    #    recorded once, so shards and reruns read only their own chunks
     decontam = Decontaminator(tuple(args.decontaminate), args.decontam_min_chars)
-    chunk_ids = []
-    for chunk, docs in progress(iter_chunks(source, args.files_per_chunk), "extract+pyright", unit="chunk"):
-        chunk_ids.append(chunk)
+    index_file = stage.dir / "parts" / "extract" / "index.json"
+    if index_file.exists():  # recorded by an earlier run or another shard: no need to stream the source again
+        index: SourceIndex | None = SourceIndex.from_json(json.loads(index_file.read_text()))
+    else:
+        index = index_without_reading(source)
+    scan = None
+
+    def record(index: SourceIndex) -> None:  # the same content whoever writes it: no lock needed
+        if not index_file.exists():
+            atomic_write(index_file, json.dumps(index.to_json()))
+
+    if index is not None:
+        record(index)
+        chunk_ids = index.chunks(args.files_per_chunk)
+        reader = SourceReader(source, index)
+        todo = [c for c in stage.mine(chunk_ids) if not stage.done("extract", c)]
+        chunks = ((chunk, reader.chunk(chunk, args.files_per_chunk)) for chunk in todo)
+    else:  # the first pass over a streamed source: every chunk is read to find this shard's, and counted
+        chunk_ids, scan = [], SourceScan(source)
+        chunks = scan.chunks(args.files_per_chunk)
+    for chunk, docs in progress(chunks, "extract+pyright", unit="chunk"):
+        if scan is not None:
+            chunk_ids.append(chunk)
         if stage.done("extract", chunk) or not stage.is_mine(chunk):
             continue
         started, part = time.time(), Funnel(STAGE)
         rows = extract_chunk(docs, args, decontam, part)
         part.seconds = time.time() - started
         stage.write_part("extract", chunk, rows, part)
+    if scan is not None and scan.complete:
+        record(scan.index)
     if not chunk_ids:
         fail(f"source {args.source} yielded no files")
     # every process of a launch judges a share, so each needs the deduplicated candidates; without the judge
     # only the finalizer goes on
     if not stage.all_done("extract", chunk_ids) or (args.judge == "none" and not stage.finalizer):
         return
-    candidates = stage.read_parts("extract", chunk_ids, funnel)
+    candidates = stage.parts("extract", chunk_ids, funnel)  # on disk: dedup reads only the `content` column
     for note in decontam.notes():
         funnel.note(note)
 
     # 2. near-duplicates (global, deterministic), then the optional cap on how many seeds to judge
     started = time.time()
-    duplicate_of = near_duplicates([c["content"] for c in candidates], args.dedup_threshold,
+    duplicate_of = near_duplicates(TextColumn(candidates, "content"), args.dedup_threshold,
                                    args.dedup_num_perm, args.dedup_ngram)
-    unique = [c for c, dup in zip(candidates, duplicate_of, strict=True) if dup is None]
-    funnel.drop("near-duplicate (MinHash)", len(candidates) - len(unique))
-    if args.max_seeds is not None and len(unique) > args.max_seeds:
-        funnel.drop(f"over the cap max_seeds={args.max_seeds}", len(unique) - args.max_seeds)
-        unique = random.Random(run_args.seed).sample(unique, args.max_seeds)
+    kept = [i for i, dup in enumerate(duplicate_of) if dup is None]
+    del duplicate_of
+    funnel.drop("near-duplicate (MinHash)", len(candidates) - len(kept))
+    if args.max_seeds is not None and len(kept) > args.max_seeds:
+        funnel.drop(f"over the cap max_seeds={args.max_seeds}", len(kept) - args.max_seeds)
+        kept = random.Random(run_args.seed).sample(kept, args.max_seeds)  # the same draw as sampling the rows
+    unique = SubRows(candidates, kept)
     funnel.seconds += time.time() - started
     if not unique:
         fail("no seed survived extraction and filtering: nothing to judge or write")
@@ -165,19 +199,20 @@ def main() -> None:
         part.drop("docstring judged insufficient", len(rows) - len(kept))
         return kept
 
+    seeds: Rows
     if args.judge == "model":
         if not stage.map_chunks("judge", unique, args.judge_chunk_size, judge_chunk, desc="docstring judge",
                                 backend=judge):
             return
-        seeds = stage.read_parts("judge", range(0, len(unique), args.judge_chunk_size), funnel)
+        seeds = stage.parts("judge", range(0, len(unique), args.judge_chunk_size), funnel)
     else:
         funnel.note("docstring judge skipped (--judge none)")
-        seeds = [{**row, "judge_p_yes": None, "judge_score": None} for row in unique]
+        seeds = WithColumns(unique, {"judge_p_yes": None, "judge_score": None})
 
     checks = "parsed; documented; returns a value; no banned import or marker; not in a benchmark; " \
              "pyright clean; no near-duplicate kept before it" + ("; docstring judged sufficient"
                                                                   if args.judge == "model" else "")
-    seeds = [{**row, "kept_because": checks} for row in seeds]
+    seeds = WithColumns(seeds, {"kept_because": checks})
     stage.publish(seeds, funnel, f"{len(seeds)} seed functions", model=inputs.get("judge_model"),
                   prompt_files=[EXAMPLES_FILE, PYRIGHT_CONFIG], license="other",
                   description="Seed functions for self-alignment: documented, self-contained, type-checked "

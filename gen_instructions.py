@@ -104,7 +104,7 @@ def main() -> None:
     if not stage.map_chunks("generate", seeds, args.chunk_size, write_instructions, desc="S→C→I", backend=model):
         return
     funnel = Funnel(STAGE)
-    rows = stage.read_parts("generate", range(0, len(seeds), args.chunk_size), funnel)
+    rows = stage.parts("generate", range(0, len(seeds), args.chunk_size), funnel)
     stage.publish(rows, funnel, f"{len(rows)} instructions from {len(seeds)} seeds", model=model.model_info(),
                   prompt_files=prompt_files(), license="other",
                   description="Coding instructions written by the model from seed functions: seed → concepts → "

@@ -110,7 +110,7 @@ def main() -> None:
     if not stage.map_chunks("generate", instructions, args.chunk_size, answer, desc="I→R", backend=model):
         return
     funnel = Funnel(STAGE)
-    rows = stage.read_parts("generate", range(0, len(instructions), args.chunk_size), funnel)
+    rows = stage.parts("generate", range(0, len(instructions), args.chunk_size), funnel)
     stage.publish(rows, funnel, f"{len(rows)} samples for {len(instructions)} instructions", model=model.model_info(),
                   prompt_files=prompt_files(), license="other",
                   description=f"{args.num_samples} responses per instruction, each with an implementation and "

@@ -17,10 +17,15 @@ The paper's ablation selects differently from the same verdicts, without running
 from __future__ import annotations
 
 import ast
+import hashlib
 import random
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
 
 from selfalign.config import RunArguments, as_dict, parse_args
 from selfalign.decontam import Decontaminator, normalize
@@ -29,6 +34,7 @@ from selfalign.errors import fail, run_main
 from selfalign.funnel import Funnel, log, setup_logging
 from selfalign.io import StageRun, read_rows
 from selfalign.sandbox import ISOLATIONS, Sandbox
+from selfalign.tables import Rows, SubRows, TableRows, TextColumn
 from selfalign.templates import row_rng
 
 STAGE = "verified"
@@ -79,96 +85,195 @@ SELECTIONS = {
     "random": ("pass", "fail", "error", "timeout", "rejected"),  # any sample with a response, whatever its verdict
     "failing": ("fail", "error", "timeout"),
 }
+SFT_COLUMNS = ["instruction_id", "sample_id", "seed_id", "verdict", "asserts"]  # beside prompt and completion
 CHOSEN = {"passing": "passing sample", "random": "sample", "failing": "failing sample"}
 
 
-def choose(samples: list[dict], selection: str, seed: int, funnel: Funnel) -> list[dict]:
+class Verdicts:
+    """What choosing one sample per instruction reads of every sample, as numpy arrays (a few bytes a sample,
+    not a dict): instruction (as a code into `ids`), verdict and sample index."""
+
+    def __init__(self, rows: Rows) -> None:
+        columns = rows.table(0, len(rows), ["instruction_id", "verdict", "sample_index"])
+        instructions = columns.column("instruction_id").combine_chunks().dictionary_encode()
+        self.codes = instructions.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        self.ids: list[str] = instructions.dictionary.to_pylist()
+        verdicts = columns.column("verdict").combine_chunks().dictionary_encode()
+        self.verdict_codes = verdicts.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        self.verdict_names: list[str] = verdicts.dictionary.to_pylist()
+        self.sample_index = columns.column("sample_index").to_numpy().astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def mask(self, verdicts: tuple[str, ...]) -> np.ndarray:
+        wanted = [i for i, name in enumerate(self.verdict_names) if name in verdicts]
+        return np.isin(self.verdict_codes, wanted)
+
+
+def first_seen(values: np.ndarray) -> np.ndarray:
+    """The distinct values, in the order they first occur."""
+    distinct, first = np.unique(values, return_index=True)
+    return distinct[np.argsort(first, kind="stable")]
+
+
+def choose(samples: Verdicts, positions: np.ndarray, selection: str, seed: int, funnel: Funnel) -> list[int]:
     """One sample per instruction among those `selection` draws from, at random (seeded per instruction), in
-    the order instructions first appear (the same for every selection)."""
-    allowed = SELECTIONS[selection]
-    groups: dict[str, list[dict]] = {}
-    for sample in samples:
-        group = groups.setdefault(sample["instruction_id"], [])
-        if sample["verdict"] in allowed:
-            group.append(sample)
-        else:
-            funnel.drop(f"verdict {sample['verdict']}")
-    chosen = []
-    for instruction_id, group in groups.items():
-        if group:
-            group.sort(key=lambda s: s["sample_index"])
-            chosen.append(row_rng(seed, instruction_id).choice(group))
-            funnel.drop(f"another {CHOSEN[selection]} of the same instruction was chosen", len(group) - 1)
+    the order instructions first appear (the same for every selection). `positions`: the samples to choose
+    from; returns the chosen ones' positions."""
+    allowed = samples.mask(SELECTIONS[selection])[positions]
+    refused = samples.verdict_codes[positions[~allowed]]
+    for code in first_seen(refused).tolist():  # counted in the order the verdicts first occur
+        funnel.drop(f"verdict {samples.verdict_names[code]}", int(np.count_nonzero(refused == code)))
+    eligible = positions[allowed]
+    # each instruction's samples by sample index (ties: input order), as the old per-row loop sorted them
+    ordered = eligible[np.lexsort((eligible, samples.sample_index[eligible], samples.codes[eligible]))]
+    codes = samples.codes[ordered]
+    chosen, others = [], 0
+    for code in first_seen(samples.codes[positions]).tolist():
+        low, high = np.searchsorted(codes, code, "left"), np.searchsorted(codes, code, "right")
+        if high > low:  # `choice` of a group depends only on its size: draw an index into it
+            chosen.append(int(ordered[low + row_rng(seed, samples.ids[code]).choice(range(high - low))]))
+            others += int(high - low - 1)
+    funnel.drop(f"another {CHOSEN[selection]} of the same instruction was chosen", others)
     return chosen
 
 
-def filter_rows(chosen: list[dict], args: VerifyArguments, decontam: Decontaminator, funnel: Funnel) -> list[dict]:
+class Chosen:
+    """Chosen samples (positions in `rows`) going through the filters. Their texts are read from `rows` a
+    column at a time, when a filter needs that column, so only one text column of them is ever in memory."""
+
+    def __init__(self, rows: Rows, samples: Verdicts, positions: list[int]) -> None:
+        self.rows, self.samples, self.positions = rows, samples, positions
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def texts(self, column: str) -> TextColumn:
+        return TextColumn(SubRows(self.rows, self.positions), column)
+
+    def instruction_ids(self) -> list[str]:
+        return [self.samples.ids[self.samples.codes[p]] for p in self.positions]
+
+    def keep(self, keep: Iterable[bool], funnel: Funnel, reason: str) -> None:
+        kept = [p for p, k in zip(self.positions, keep, strict=True) if k]
+        funnel.drop(reason, len(self.positions) - len(kept))
+        self.positions = kept
+
+
+def digest(text: str) -> bytes:
+    """Stands for a text in a set of those seen (16 bytes rather than the text)."""
+    return hashlib.blake2b(normalize(text).encode(), digest_size=16).digest()
+
+
+def first_of_each(keys: Iterable[bytes]) -> list[bool]:
+    seen: set[bytes] = set()
+    return [not (key in seen or seen.add(key)) for key in keys]
+
+
+def filter_rows(chosen: Chosen, args: VerifyArguments, decontam: Decontaminator, funnel: Funnel) -> Chosen:
     """Length cap, exact and near dedup, diversity cap and decontamination; every drop is counted."""
-    kept = [s for s in chosen if len(s["instruction"].split()) <= args.max_instruction_words]
-    funnel.drop(f"instruction over {args.max_instruction_words} words", len(chosen) - len(kept))
+    chosen.keep((len(t.split()) <= args.max_instruction_words for t in chosen.texts("instruction")), funnel,
+                f"instruction over {args.max_instruction_words} words")
     for column in ("instruction", "response"):
-        seen: set[str] = set()
-        unique = [s for s in kept if not (normalize(s[column]) in seen or seen.add(normalize(s[column])))]
-        funnel.drop(f"exact duplicate {column}", len(kept) - len(unique))
-        kept = unique
+        chosen.keep(first_of_each(digest(t) for t in chosen.texts(column)), funnel, f"exact duplicate {column}")
     for column in ("instruction", "response", "code"):
-        duplicate_of = near_duplicates([s[column] for s in kept], args.dedup_threshold, args.dedup_num_perm,
+        duplicate_of = near_duplicates(chosen.texts(column), args.dedup_threshold, args.dedup_num_perm,
                                        args.dedup_ngram)
-        unique = [s for s, dup in zip(kept, duplicate_of, strict=True) if dup is None]
-        funnel.drop(f"near-duplicate {column} (MinHash)", len(kept) - len(unique))
-        kept = unique
+        chosen.keep((dup is None for dup in duplicate_of), funnel, f"near-duplicate {column} (MinHash)")
     if args.max_per_function_name is not None:
         per_name: Counter[str] = Counter()
         diverse = []
-        for sample in kept:
-            names = function_names(sample["code"])
-            if all(per_name[n] < args.max_per_function_name for n in names):
+        for code in chosen.texts("code"):
+            names = function_names(code)
+            diverse.append(all(per_name[n] < args.max_per_function_name for n in names))
+            if diverse[-1]:
                 per_name.update(names)
-                diverse.append(sample)
-        funnel.drop(f"function name seen {args.max_per_function_name}+ times", len(kept) - len(diverse))
-        kept = diverse
-    clean = [s for s in kept if decontam.match(s["instruction"] + "\n" + s["response"]) is None]
-    funnel.drop("benchmark contamination", len(kept) - len(clean))
-    return clean
+        chosen.keep(diverse, funnel, f"function name seen {args.max_per_function_name}+ times")
+    clean = (decontam.match(instruction + "\n" + response) is None
+             for instruction, response in zip(chosen.texts("instruction"), chosen.texts("response"), strict=True))
+    chosen.keep(clean, funnel, "benchmark contamination")
+    return chosen
 
 
-def matched_instructions(samples: list[dict], args: VerifyArguments, seed: int,
-                         decontam: Decontaminator) -> tuple[list[dict], set[str]]:
+def matched_instructions(rows: Rows, samples: Verdicts, args: VerifyArguments, seed: int,
+                         decontam: Decontaminator) -> tuple[np.ndarray, set[str]]:
     """For an ablation run as three separate selections: the samples of instructions having a passing and a
     failing sample, and those of them whose chosen response survives every filter under all three selections.
     Each run computes the same set, so (a), (b) and (c) train on the same instructions, one row each."""
-    verdicts: dict[str, set[str]] = {}
-    for sample in samples:
-        verdicts.setdefault(sample["instruction_id"], set()).add(sample["verdict"])
-    both = {i for i, v in verdicts.items() if v & set(SELECTIONS["passing"]) and v & set(SELECTIONS["failing"])}
-    eligible = [s for s in samples if s["instruction_id"] in both]
-    survivors = [{s["instruction_id"] for s in filter_rows(choose(eligible, selection, seed, Funnel("scratch")),
-                                                             args, decontam, Funnel("scratch"))}
-                 for selection in SELECTIONS]
+    has_pass, has_fail = (np.zeros(len(samples.ids), dtype=bool) for _ in range(2))
+    has_pass[samples.codes[samples.mask(SELECTIONS["passing"])]] = True
+    has_fail[samples.codes[samples.mask(SELECTIONS["failing"])]] = True
+    eligible = np.flatnonzero((has_pass & has_fail)[samples.codes])
+    survivors = [set(filter_rows(Chosen(rows, samples, choose(samples, eligible, selection, seed, Funnel("scratch"))),
+                                 args, decontam, Funnel("scratch")).instruction_ids()) for selection in SELECTIONS]
     return eligible, set.intersection(*survivors)
 
 
-def select(samples: list[dict], args: VerifyArguments, seed: int, funnel: Funnel) -> list[dict]:
+def select_rows(rows: Rows, args: VerifyArguments, seed: int, funnel: Funnel) -> list[int]:
     """One sample per instruction by `--selection`, then the filters, then (ablation) only the instructions
-    every selection keeps and a seeded cap of `--max_rows` instructions; every drop is counted."""
+    every selection keeps and a seeded cap of `--max_rows` instructions; every drop is counted. Reads only
+    the columns it needs: instruction, verdict and sample index of every sample, then the texts of the
+    chosen ones a column at a time. Returns the selected samples' positions in `rows`."""
     decontam = Decontaminator(tuple(args.decontaminate), args.decontam_min_chars)
+    samples = Verdicts(rows)
+    positions = np.arange(len(samples))
     common: set[str] | None = None
     if args.selection_instructions == "matched":
-        eligible, common = matched_instructions(samples, args, seed, decontam)
-        funnel.drop("instruction lacks a passing or a failing sample (matched)", len(samples) - len(eligible))
-        samples = eligible
-    kept = filter_rows(choose(samples, args.selection, seed, funnel), args, decontam, funnel)
+        positions, common = matched_instructions(rows, samples, args, seed, decontam)
+        funnel.drop("instruction lacks a passing or a failing sample (matched)", len(samples) - len(positions))
+    kept = filter_rows(Chosen(rows, samples, choose(samples, positions, args.selection, seed, funnel)), args,
+                       decontam, funnel)
     if common is not None:
-        matched = [s for s in kept if s["instruction_id"] in common]
-        funnel.drop("dropped by another selection's filters (matched)", len(kept) - len(matched))
-        kept = matched
+        kept.keep((i in common for i in kept.instruction_ids()), funnel,
+                  "dropped by another selection's filters (matched)")
     if args.max_rows is not None and len(kept) > args.max_rows:  # sampled by instruction: the same in each run
-        ids = set(random.Random(seed).sample(sorted(s["instruction_id"] for s in kept), args.max_rows))
-        funnel.drop(f"over --max_rows {args.max_rows} (seeded sample)", len(kept) - len(ids))
-        kept = [s for s in kept if s["instruction_id"] in ids]
+        ids = set(random.Random(seed).sample(sorted(kept.instruction_ids()), args.max_rows))
+        kept.keep((i in ids for i in kept.instruction_ids()), funnel, f"over --max_rows {args.max_rows} (seeded sample)")
     for note in decontam.notes():
         funnel.note(note)
-    return kept
+    return kept.positions
+
+
+class SFTRows(Rows):
+    """The selected samples as TRL's conversational rows (`prompt`/`completion`), built a batch at a time
+    from the verdicts' columns; typed as `pa.Table.from_pylist` types the same rows."""
+
+    def __init__(self, verdicts: Rows, positions: list[int]) -> None:
+        self.verdicts, self.positions = verdicts, positions
+        have = verdicts.schema
+        turn = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+        self._schema = pa.schema([("prompt", turn), ("completion", turn),
+                                  *((c, have.field(c).type if c in have.names else pa.null()) for c in SFT_COLUMNS)])
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self._schema
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def table(self, start: int, stop: int, columns: Sequence[str] | None = None) -> pa.Table:
+        have = self.verdicts.column_names
+        picked = self.verdicts.take(self.positions[start:stop],
+                                    ["instruction", "response", *(c for c in SFT_COLUMNS if c in have)])
+        n = picked.num_rows
+
+        def turns(role: str, texts: pa.ChunkedArray) -> pa.Array:
+            content = texts.combine_chunks().cast(pa.string())
+            return pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)),
+                                            pa.StructArray.from_arrays([pa.array([role] * n, pa.string()), content],
+                                                                       names=["role", "content"]))
+
+        arrays = [turns("user", picked.column("instruction")), turns("assistant", picked.column("response")),
+                  *(picked.column(c) if c in have else pa.nulls(n) for c in SFT_COLUMNS)]
+        table = pa.Table.from_arrays(arrays, schema=self._schema)
+        return table if columns is None else table.select(list(columns))
+
+
+def select(samples: list[dict], args: VerifyArguments, seed: int, funnel: Funnel) -> list[dict]:
+    """`select_rows` of samples given as dicts: the chosen samples themselves."""
+    return [samples[p] for p in select_rows(TableRows.from_pylist(samples), args, seed, funnel)]
 
 
 def check_arguments(run_args: RunArguments, args: VerifyArguments) -> None:
@@ -185,7 +290,7 @@ def check_arguments(run_args: RunArguments, args: VerifyArguments) -> None:
         fail("--from_verdicts writes a new selection: give it another --output_dir than its --input")
 
 
-def run_sandbox(stage: StageRun, samples: list[dict], args: VerifyArguments) -> bool:
+def run_sandbox(stage: StageRun, samples: Rows, args: VerifyArguments) -> bool:
     """Every sample's verdict, saved per chunk (resumable); True once all chunks are done."""
     sandbox: list[Sandbox] = []  # started on first use: a finished run starts no slot
 
@@ -238,19 +343,18 @@ def main() -> None:
         if not stage.finalizer:
             return
         verdicts, funnel.rows_in = samples, len(samples)
-        for verdict, n in Counter(v["verdict"] for v in verdicts).items():
-            funnel.count(f"verdict: {verdict}", n)
     else:
         if not run_sandbox(stage, samples, args) or not stage.finalizer:
             return
-        verdicts = stage.read_parts("execute", range(0, len(samples), args.chunk_size), funnel)
-    selected = select(verdicts, args, run_args.seed, funnel)
-    sft = [{"prompt": [{"role": "user", "content": s["instruction"]}],
-            "completion": [{"role": "assistant", "content": s["response"]}],
-            "instruction_id": s["instruction_id"], "sample_id": s["sample_id"], "seed_id": s.get("seed_id"),
-            "verdict": s["verdict"], "asserts": s["asserts"]} for s in selected]
-    passed = sum(v["verdict"] == "pass" for v in verdicts)
-    stage.publish(sft, funnel, f"{len(sft)} SFT rows ({passed} of {len(verdicts)} samples passed)",
+        verdicts = stage.parts("execute", range(0, len(samples), args.chunk_size), funnel)
+    tally: Counter[str] = Counter()  # in the order verdicts first occur, read a batch at a time
+    for batch in verdicts.batches(columns=["verdict"]):
+        tally.update(batch.column("verdict").to_pylist())
+    if args.from_verdicts:
+        for verdict, n in tally.items():
+            funnel.count(f"verdict: {verdict}", n)
+    sft = SFTRows(verdicts, select_rows(verdicts, args, run_args.seed, funnel))
+    stage.publish(sft, funnel, f"{len(sft)} SFT rows ({tally['pass']} of {len(verdicts)} samples passed)",
                   extra={"verdicts": verdicts}, license="other",
                   description=f"Self-aligned SFT data: each instruction with one response {DESCRIBED[args.selection]} "
                               "(selfalign.sandbox: bubblewrap, nonce and assert count), then deduplicated and "

@@ -119,18 +119,28 @@ def _sign_block(texts: Sequence[str], num_perm: int, ngram: int, seed: int) -> t
     return present, np.stack(rows) if rows else np.empty((0, num_perm), np.uint32)
 
 
+def _sign_task(task: tuple[Sequence[str], int, int, int]) -> tuple[list[int], np.ndarray]:
+    return _sign_block(*task)
+
+
 def signature_matrix(texts: Sequence[str], num_perm: int = 128, ngram: int = 5, seed: int = 1,
                      workers: int | None = None) -> tuple[list[int], np.ndarray]:
-    """(indices of the texts that have words, their signatures as rows), signed by `workers` processes."""
+    """(indices of the texts that have words, their signatures as rows), signed by `workers` processes.
+    The blocks are sliced from `texts` as the pool takes them, so a lazy sequence (a column read from disk)
+    is never all in memory, and their signatures go straight into one matrix."""
     workers = max(1, workers or os.cpu_count() or 1)
     starts = range(0, len(texts), BLOCK)
     if workers == 1 or len(starts) < 2:
         return _sign_block(texts, num_perm, ngram, seed)
+    matrix, present, filled = np.empty((len(texts), num_perm), np.uint32), [], 0
+    tasks = ((texts[i : i + BLOCK], num_perm, ngram, seed) for i in starts)
     # fork: the children import nothing (spawn would import the caller's script and its libraries again)
     with multiprocessing.get_context("fork").Pool(min(workers, len(starts)), _die_with_parent) as pool:
-        blocks = pool.starmap(_sign_block, [(texts[i : i + BLOCK], num_perm, ngram, seed) for i in starts], 1)
-    present = [start + i for start, (indices, _) in zip(starts, blocks, strict=True) for i in indices]
-    return present, np.concatenate([matrix for _, matrix in blocks])
+        for start, (indices, block) in zip(starts, pool.imap(_sign_task, tasks), strict=True):
+            present.extend(start + i for i in indices)
+            matrix[filled : filled + len(block)] = block
+            filled += len(block)
+    return present, matrix[:filled]
 
 
 def near_duplicates(texts: Sequence[str], threshold: float = 0.5, num_perm: int = 128, ngram: int = 5,
@@ -146,19 +156,22 @@ def near_duplicates(texts: Sequence[str], threshold: float = 0.5, num_perm: int 
     duplicate_of: list[int | None] = [None] * len(texts)
     if not present:
         return duplicate_of
-    groups, shared = [], np.zeros(len(present), dtype=bool)
+    # each text's group in each band, as numpy rather than Python ints (36 bytes each): 4 bytes a band a text
+    groups, shared = np.empty((len(present), bands), dtype=np.int32), np.zeros(len(present), dtype=bool)
     for band in range(bands):
         block = np.ascontiguousarray(matrix[:, band * rows : (band + 1) * rows])
         keys = block.view(np.dtype((np.void, block.dtype.itemsize * rows))).ravel()
         _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-        groups.append(inverse.tolist())
-        shared |= counts[inverse] > 1
+        groups[:, band] = inverse.ravel()
+        shared |= counts[inverse.ravel()] > 1
+    del matrix
     first_kept: list[dict[int, int]] = [{} for _ in range(bands)]
     for position in np.flatnonzero(shared).tolist():  # a text alone in every band is kept, unqueried
-        candidates = [first_kept[b][groups[b][position]] for b in range(bands) if groups[b][position] in first_kept[b]]
+        keys = groups[position].tolist()
+        candidates = [first_kept[b][key] for b, key in enumerate(keys) if key in first_kept[b]]
         if candidates:
             duplicate_of[present[position]] = present[min(candidates)]
         else:
-            for b in range(bands):
-                first_kept[b].setdefault(groups[b][position], position)
+            for b, key in enumerate(keys):
+                first_kept[b].setdefault(key, position)
     return duplicate_of

@@ -1,5 +1,8 @@
 """Dataset I/O shared by every stage: read an input by path or Hub id, write a resumable, versioned output.
 
+(Past 600 lines: reading inputs, a stage's resumable run and publishing it are one life cycle whose parts
+share the layout below; the Arrow-backed rows they pass around are in `selfalign/tables.py`.)
+
 An output directory is laid out so that `datasets.load_dataset(<dir>)` and the Hub viewer both read it:
 
     <dir>/data/train-00000-of-00001.parquet   the rows
@@ -38,6 +41,7 @@ from selfalign.config import RunArguments
 from selfalign.errors import fail
 from selfalign.funnel import Funnel, log, progress_bar
 from selfalign.models import HUB_ID
+from selfalign.tables import ParquetRows, Rows, TableRows, write_parquet_files
 
 POLL_SECONDS = 2.0  # how often a process of a launch looks for its siblings' parts
 DATA_SUFFIXES = (".parquet", ".jsonl", ".json")
@@ -135,38 +139,20 @@ def load_input(spec: str, split: str = "train", streaming: bool = False, default
             ds = datasets.load_from_disk(str(path))
             fingerprint = getattr(ds, "_fingerprint", "") or _sha256_files(sorted(path.glob("*.arrow")))
             return ds, InputRef(spec, "local", None, fingerprint)
-        configs = declared_configs(path) if path.is_dir() else {}
-        if config and config not in configs and list(path.glob(f"data/{config}-*.parquet")):
-            configs[config] = [f"data/{config}-*.parquet"]  # a selfalign output's extra config, without its card
-        if config or (configs and not local_data_files(path)):  # a directory laid out as a Hub repo
-            config = config or (default_config if default_config in configs else None)
-            if config is None:
-                fail(f"input {spec} holds configs {', '.join(configs)}: name one, as {where}:<config>")
-            if config not in configs:
-                fail(f"input {spec}: no config {config!r} (it has: {', '.join(configs) or 'none'})")
-            files = sorted({f for pattern in configs[config] for f in path.glob(pattern)})
-            if not files:
-                fail(f"input {spec}: config {config} has no data files")
-            try:
-                ds = datasets.load_dataset("parquet" if files[0].suffix == ".parquet" else "json",
-                                           data_files=[str(f) for f in files], split=split,
-                                           streaming=streaming, **kwargs)
-            except Exception as err:  # datasets raises many types for unreadable files
-                fail(f"cannot read {spec}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
-            return ds, InputRef(spec, "local", None, _sha256_files(files), config)
-        files = local_data_files(path)
-        if not files:
-            fail(f"input {spec} holds no .parquet/.jsonl/.json data files")
-        if path.is_dir() and not (path / "data").is_dir() and (path / "parts").is_dir():
-            fail(f"input {spec} is an unfinished stage output: run that stage to completion first")
+        files, config = local_input_files(spec, path, config, default_config)
         builder = "parquet" if files[0].suffix == ".parquet" else "json"
-        if builder == "parquet" and sum(pq.read_metadata(f).num_rows for f in files) == 0:
+        if not config and builder == "parquet" and sum(pq.read_metadata(f).num_rows for f in files) == 0:
             fail(f"input {spec} has no rows")  # datasets cannot even build an empty split from them
         try:
-            ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train", streaming=streaming)
+            if config:
+                ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split=split,
+                                           streaming=streaming, **kwargs)
+            else:
+                ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train",
+                                           streaming=streaming)
         except Exception as err:  # datasets raises many types for unreadable files
             fail(f"cannot read {spec}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
-        return ds, InputRef(spec, "local", None, _sha256_files(files))
+        return ds, InputRef(spec, "local", None, _sha256_files(files), config)
     if not HUB_ID.match(spec) or spec.startswith((".", "/", "~")):
         fail(f"input not found: {spec} (neither a local path nor a Hub id `org/name[:config][@revision]`)")
     try:
@@ -183,18 +169,59 @@ def load_input(spec: str, split: str = "train", streaming: bool = False, default
     return ds, InputRef(spec, "hub", revision, sha, config)
 
 
+def local_input_files(spec: str, path: Path, config: str | None,
+                      default_config: str | None) -> tuple[list[Path], str | None]:
+    """The data files of a local input (not a `save_to_disk` folder) and the config they are (None: the
+    folder's plain data files)."""
+    configs = declared_configs(path) if path.is_dir() else {}
+    if config and config not in configs and list(path.glob(f"data/{config}-*.parquet")):
+        configs[config] = [f"data/{config}-*.parquet"]  # a selfalign output's extra config, without its card
+    if config or (configs and not local_data_files(path)):  # a directory laid out as a Hub repo
+        config = config or (default_config if default_config in configs else None)
+        if config is None:
+            fail(f"input {spec} holds configs {', '.join(configs)}: name one, as {split_spec(spec)[0]}:<config>")
+        if config not in configs:
+            fail(f"input {spec}: no config {config!r} (it has: {', '.join(configs) or 'none'})")
+        files = sorted({f for pattern in configs[config] for f in path.glob(pattern)})
+        if not files:
+            fail(f"input {spec}: config {config} has no data files")
+        return files, config
+    files = local_data_files(path)
+    if not files:
+        fail(f"input {spec} holds no .parquet/.jsonl/.json data files")
+    if path.is_dir() and not (path / "data").is_dir() and (path / "parts").is_dir():
+        fail(f"input {spec} is an unfinished stage output: run that stage to completion first")
+    return files, None
+
+
 def read_rows(spec: str | None, needed: Sequence[str], what: str, max_rows: int | None = None,
-              config: str | None = None) -> tuple[list[dict[str, Any]], InputRef]:
+              config: str | None = None) -> tuple[Rows, InputRef]:
     """A stage's input rows (the first `max_rows`; of `config` unless the spec names one): required, loadable,
-    with the needed columns, not empty."""
+    with the needed columns, not empty. Local parquet files are read a row group at a time as rows are used;
+    other inputs go through `datasets` and stay in its memory-mapped Arrow table until read."""
     if not spec:
         fail(f"--input is required: the {what} dataset (a path or org/name[:config][@revision])")
+    where, named, revision = split_spec(spec)
+    path = Path(where).expanduser()
+    if path.exists() and not revision and not (path / "dataset_info.json").exists():
+        files, used = local_input_files(spec, path, named or config, what)
+        if all(f.suffix == ".parquet" for f in files):  # read as they are, a row group at a time
+            try:
+                rows = ParquetRows(files, max_rows)
+            except (OSError, pa.ArrowException) as err:
+                fail(f"cannot read {spec}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+            if not rows.offsets[-1]:  # before the columns: files of no rows may have none
+                fail(f"input {spec} has no rows")
+            require_columns(rows.column_names, needed, spec)
+            if not len(rows):
+                fail(f"input {spec} has no rows")
+            return rows, InputRef(spec, "local", None, _sha256_files(files), used)  # as `load_input` records it
     ds, ref = load_input(spec, default_config=what, config=config)
     require_columns(ds.column_names, needed, spec)
-    rows = ds.to_list()[:max_rows]
-    if not rows:
+    n = len(ds) if max_rows is None else min(len(ds), max(max_rows, 0))
+    if not n:
         fail(f"input {spec} has no rows")
-    return rows, ref
+    return TableRows(ds.with_format("arrow")[:n]), ref  # a zero-copy slice of the memory map
 
 
 def require_columns(columns: Iterable[str] | None, needed: Iterable[str], spec: str) -> None:
@@ -219,10 +246,6 @@ def _write_parquet(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     pq.write_table(pa.Table.from_pylist(list(rows)), tmp)
     os.replace(tmp, path)
-
-
-def _read_parquet(path: Path) -> list[dict[str, Any]]:
-    return pq.read_table(path).to_pylist()
 
 
 def file_sha256(path: Path) -> str:
@@ -344,20 +367,24 @@ class StageRun:
         atomic_write(self._part(phase, chunk, ".json"), json.dumps(funnel.to_dict()).encode())
 
     def read_parts(self, phase: str, chunks: Iterable[int], funnel: Funnel | None = None) -> list[dict[str, Any]]:
-        """Rows of finished chunks, in chunk order; their counts are added to `funnel`."""
-        rows: list[dict[str, Any]] = []
+        """Rows of finished chunks, in chunk order, as dicts; their counts are added to `funnel`."""
+        return list(self.parts(phase, chunks, funnel))
+
+    def parts(self, phase: str, chunks: Iterable[int], funnel: Funnel | None = None) -> ParquetRows:
+        """Rows of finished chunks, in chunk order, left on disk until read; their counts are added to `funnel`."""
+        files = []
         try:
             for chunk in chunks:
-                rows.extend(_read_parquet(self._part(phase, chunk, ".parquet")))
+                files.append(self._part(phase, chunk, ".parquet"))
                 if funnel is not None:
                     funnel.add(json.loads(self._part(phase, chunk, ".json").read_text()))
+            return ParquetRows(files)
         except FileNotFoundError:
             if not self.finished():
                 raise
             # another process of the launch finished the output meanwhile (and dropped the parts): nothing is left
             log.info("%s was finished by another process", self.dir)
             raise SystemExit(0) from None
-        return rows
 
     def map_chunks(self, phase: str, rows: Sequence[Any], chunk_size: int,
                    process: Callable[[list[Any], Funnel], list[dict[str, Any]]], *, desc: str,
@@ -369,7 +396,7 @@ class StageRun:
         todo = [s for s in self.mine(starts) if not self.done(phase, s)]
         log.info("shard %d/%d: %d of %d %s chunks left to do", self.shard_index, self.num_shards, len(todo),
                  len(starts), phase)
-        with progress_bar(desc, sum(len(rows[s : s + chunk_size]) for s in todo), unit="row") as bar:
+        with progress_bar(desc, sum(min(chunk_size, len(rows) - s) for s in todo), unit="row") as bar:
             for start in todo:
                 self._run_chunk(phase, start, list(rows[start : start + chunk_size]), process, backend, bar)
         return self.finalizer and self.all_done(phase, starts)
@@ -408,17 +435,21 @@ class StageRun:
 
     # -- final output
 
-    def finalize(self, rows: Sequence[Mapping[str, Any]], funnel: Funnel, *, description: str,
+    def finalize(self, rows: Sequence[Mapping[str, Any]] | Rows, funnel: Funnel, *, description: str,
                  model: Mapping[str, Any] | None = None, prompt_files: Sequence[Path] = (),
                  license: str = "other", rows_per_file: int = 100_000,
-                 extra: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> Path:
+                 extra: Mapping[str, Sequence[Mapping[str, Any]] | Rows] | None = None) -> Path:
         """Write the dataset (`train`, plus any `extra` named configs such as per-sample verdicts), its card
-        and provenance, then drop the parts. Returns the directory."""
+        and provenance, then drop the parts. Returns the directory. `Rows` (parts, an input) are copied
+        a row group at a time, never all in memory; a list of dicts is written as before, a file at a time."""
         data_dir = self.dir / "data"
         if data_dir.exists():
             shutil.rmtree(data_dir)
         data_dir.mkdir(parents=True)
         for name, table in {"train": rows, **(extra or {})}.items():
+            if isinstance(table, Rows):
+                write_parquet_files(data_dir, name, table, rows_per_file)
+                continue
             n_files = max(1, -(-len(table) // rows_per_file))
             for i in range(n_files):
                 _write_parquet(data_dir / f"{name}-{i:05d}-of-{n_files:05d}.parquet",
@@ -437,7 +468,8 @@ class StageRun:
             "funnel": funnel.to_dict(),
             "wall_seconds_this_run": round(time.time() - self.started, 1),
             "rows": len(rows),
-            "columns": sorted({k for r in rows[:1000] for k in r}),
+            "columns": sorted(rows.column_names if isinstance(rows, Rows) and len(rows) else
+                              {k for r in rows[:1000] for k in r}),
             "extra_configs": {name: len(table) for name, table in (extra or {}).items()},
         }
         atomic_write(self.dir / "provenance.json", json.dumps(provenance, indent=2, default=str).encode())
@@ -448,7 +480,7 @@ class StageRun:
         shutil.rmtree(self.dir / "parts", ignore_errors=True)
         return self.dir
 
-    def publish(self, rows: Sequence[Mapping[str, Any]], funnel: Funnel, summary: str, **card: Any) -> None:
+    def publish(self, rows: Sequence[Mapping[str, Any]] | Rows, funnel: Funnel, summary: str, **card: Any) -> None:
         """Finalize, print the funnel and a one-line summary, and push when `--push_to_hub` asks for it.
         Shards rerun together may all find every chunk done: the first to take the lock writes, once."""
         with self._lock():
