@@ -17,6 +17,9 @@ log = logging.getLogger("selfalign")
 
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    # one INFO line per HTTP request to the engine buries the stage's own lines; failures are ours to report
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def progress_bar(desc: str, total: int | None = None, unit: str = "it") -> tqdm:
