@@ -27,6 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from selfalign.errors import UserError
 from selfalign.io import load_input
 from selfalign.templates import parse_asserts
 
@@ -68,7 +69,10 @@ def cut_tests(source: Path, target: Path, max_asserts: int) -> None:
 
 def summarize(verified: Path) -> dict[str, Any]:
     verdicts, _ = load_input(str(verified), config="verdicts")
-    sft, _ = load_input(str(verified))
+    try:
+        sft_rows = len(load_input(str(verified))[0])
+    except UserError:  # "has no rows": no sample passed
+        sft_rows = 0
     rows = verdicts.select_columns(["instruction_id", "sample_index", "verdict", "reason"]).to_list()
     per_instruction: dict[str, dict[int, str]] = {}
     for r in rows:
@@ -78,7 +82,7 @@ def summarize(verified: Path) -> dict[str, Any]:
                  for n in (1, 5, n_max)}
     reasons = Counter(f"{r['verdict']}: {(r['reason'] or '').split(':')[0][:40]}" for r in rows if r["verdict"] != "pass")
     return {"samples": len(rows), "passed": sum(r["verdict"] == "pass" for r in rows),
-            "instructions": len(per_instruction), "solved_at_n": solved_at, "sft_rows": len(sft),
+            "instructions": len(per_instruction), "solved_at_n": solved_at, "sft_rows": sft_rows,
             "top_failures": reasons.most_common(5)}
 
 
