@@ -325,6 +325,13 @@ def run_as(uid: int, spec: dict[str, Any]) -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
+def child_states() -> list[tuple[int, str]]:
+    """(pid, ps state) of this process's children."""
+    out = subprocess.run(["ps", "-o", "pid=,stat=", "--ppid", str(os.getpid())], capture_output=True, text=True,
+                         check=False).stdout
+    return [(int(pid), state) for pid, state in (line.split()[:2] for line in out.splitlines() if line.strip())]
+
+
 @pytest.fixture(scope="module", params=["bwrap", "rootless"])
 def hostile(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileRun]:
     mode: str = request.param
@@ -341,12 +348,12 @@ def hostile(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     trusted_jobs = [(code, tests) for code, tests, _ in TRUSTED.values()]
     try:
         if user is None:
+            # only this sandbox's children count: an earlier test in this process may have left its own
+            before = {pid for pid, _ in child_states()}
             with Sandbox(**options) as box:  # type: ignore[arg-type]
                 plain, trusted = box.map(plain_jobs), box.map(trusted_jobs, trusted=True)
                 isolation, uids = box.isolation, box.slot_uids  # rootless in-process: our uid is busy
-            children = subprocess.run(["ps", "-o", "stat=", "--ppid", str(os.getpid())], capture_output=True,
-                                      text=True, check=False).stdout.split()
-            zombies = [state for state in children if state.startswith("Z")]
+            zombies = [state for pid, state in child_states() if state.startswith("Z") and pid not in before]
         else:
             out = run_as(user, {"options": options, "plain": plain_jobs, "trusted": trusted_jobs})
             plain, trusted = ([ExecResult(**fields) for fields in out[key]] for key in ("plain", "trusted"))
