@@ -21,6 +21,7 @@ from selfalign.templates import (
     SCI_FILE,
     chunk_seed,
     ci_prompt,
+    few_shot_picker,
     load_jsonl,
     parse_concepts,
     parse_instruction,
@@ -36,6 +37,9 @@ STAGE = "instructions"
 @dataclass
 class InstructionArguments:
     num_examples: int = field(default=8, metadata={"help": "Few-shot examples per prompt (sampled per row)."})
+    example_sets: int = field(default=0, metadata={
+        "help": "Draw each row's examples from this many fixed sets instead of afresh (0, the original): rows "
+                "sharing a set share a prompt prefix, which vLLM's prefix cache computes once."})
     temperature: float = 0.7
     top_p: float = 1.0
     max_new_tokens_concepts: int = 256
@@ -58,7 +62,7 @@ def main() -> None:
         log.info("%s is complete (version %s); nothing to do", stage.dir, stage.version)
         return
     examples = load_jsonl(SCI_FILE)
-    k = min(args.num_examples, len(examples))
+    pick_examples = few_shot_picker(examples, args.num_examples, args.example_sets, run_args.seed)
 
     def write_instructions(rows: list[dict], part: Funnel) -> list[dict]:
         part.rows_in += len(rows)
@@ -66,7 +70,7 @@ def main() -> None:
         plans = []
         for row in rows:
             rng = row_rng(run_args.seed, row["seed_id"])
-            plans.append((row, rng.sample(examples, k), rng.choice(args.categories), rng.choice(args.difficulties)))
+            plans.append((row, pick_examples(rng), rng.choice(args.categories), rng.choice(args.difficulties)))
         sampling = Sampling(temperature=args.temperature, top_p=args.top_p, stop=HEADER_STOP,
                             max_new_tokens=args.max_new_tokens_concepts, seed=chunk_seed(run_args.seed, rows[0]["seed_id"]))
         # S→C

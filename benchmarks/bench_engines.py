@@ -35,6 +35,7 @@ from selfalign.templates import (
     RESPONSE_FILE,
     SCI_FILE,
     ci_prompt,
+    few_shot_picker,
     load_jsonl,
     parse_response,
     response_prompt,
@@ -52,9 +53,12 @@ def stage_prompts(n: int, tokenizer: Any) -> dict[str, tuple[list[Prompt], Sampl
     seeds = [seed.content for _, seed in stdlib_seed_candidates()[:n]]
     recipe = yaml.safe_load((ROOT / "recipes" / "demo-cpu.yaml").read_text())
     instructions_, responses_, evaluate_ = recipe["gen_instructions"], recipe["gen_responses"], recipe["evaluate"]
-    sc = [sc_prompt(seed, row_rng(0, str(i)).sample(examples, 3), True) for i, seed in enumerate(seeds)]
-    ci = [ci_prompt(examples[i % len(examples)]["concepts"], CATEGORIES[i % 3], DIFFICULTIES[i % 3],
-                    row_rng(1, str(i)).sample(examples, 3), True) for i in range(n)]
+    pick_examples = few_shot_picker(examples, instructions_["num_examples"], instructions_.get("example_sets", 0),
+                                    recipe["common"]["seed"])
+    shots = [pick_examples(row_rng(recipe["common"]["seed"], str(i))) for i in range(n)]  # a row's, for S→C and C→I
+    sc = [sc_prompt(seed, shots[i], True) for i, seed in enumerate(seeds)]
+    ci = [ci_prompt(examples[i % len(examples)]["concepts"], CATEGORIES[i % 3], DIFFICULTIES[i % 3], shots[i], True)
+          for i in range(n)]
     instructions = [examples[i % len(examples)]["instruction"] for i in range(n)]
     ir = [response_prompt(text, [], True) for text in instructions]  # zero-shot, as the demo
     answers = [responses[i % len(responses)]["response"] for i in range(n)]

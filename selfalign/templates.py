@@ -16,7 +16,7 @@ import random
 import re
 import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,19 @@ def load_jsonl(path: Path) -> list[dict[str, Any]]:
 def row_rng(seed: int, key: str) -> random.Random:
     """A random generator that depends only on the run's seed and the row: stable under resume and sharding."""
     return random.Random(int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:16], 16))
+
+
+def few_shot_picker(examples: Sequence[dict[str, Any]], k: int, num_sets: int,
+                    seed: int) -> Callable[[random.Random], list[dict[str, Any]]]:
+    """How a row draws its `k` few-shot examples with its own generator: afresh (`num_sets` 0, the original), or
+    one of `num_sets` fixed sets drawn once from the run's seed. Rows sharing a set share their prompt's prefix,
+    which a serving engine's prefix cache computes once instead of once per row."""
+    k = min(k, len(examples))
+    if num_sets <= 0:
+        return lambda rng: rng.sample(list(examples), k)
+    sets_rng = row_rng(seed, "few-shot sets")
+    sets = [sets_rng.sample(list(examples), k) for _ in range(num_sets)]
+    return lambda rng: rng.choice(sets)
 
 
 def stable_id(*parts: object) -> str:

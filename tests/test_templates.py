@@ -8,12 +8,14 @@ from selfalign.templates import (
     RESPONSE_FILE,
     SCI_FILE,
     ci_prompt,
+    few_shot_picker,
     load_jsonl,
     looks_looping,
     parse_concepts,
     parse_instruction,
     parse_response,
     response_prompt,
+    row_rng,
     sc_prompt,
 )
 
@@ -28,6 +30,29 @@ def test_example_files_are_complete():
     assert {e["category"] for e in SCI} == {"function implementation", "class implementation",
                                            "program implementation"}
     assert all(parse_response(e["response"], "stop").status == "ok" for e in RESPONSES)
+
+
+def test_few_shot_examples_fresh_per_row_or_from_fixed_sets():
+    """The recipes' values (3 and 8 examples of the 24, 0/1/4/16 sets) over as many rows as a chunk holds."""
+    for k in (3, 8):
+        for rows in (48, 1024):
+            keys = [f"seed-{i}" for i in range(rows)]
+            fresh = few_shot_picker(SCI, k, 0, seed=42)
+            draws = [fresh(row_rng(42, key)) for key in keys]
+            assert draws == [row_rng(42, key).sample(SCI, k) for key in keys]  # the original: a draw per row
+            assert len({tuple(e["id"] for e in d) for d in draws}) > rows * 0.9
+            for num_sets in (1, 4, 16):
+                pick = few_shot_picker(SCI, k, num_sets, seed=42)
+                draws = [tuple(e["id"] for e in pick(row_rng(42, key))) for key in keys]
+                sets = set(draws)
+                assert len(sets) == num_sets if rows >= 64 * num_sets else len(sets) <= num_sets
+                assert all(len(d) == k == len(set(d)) for d in sets)
+                # a row's set depends on the seed and the row alone: the same under resume, sharding, reordering
+                again = few_shot_picker(SCI, k, num_sets, seed=42)
+                assert [tuple(e["id"] for e in again(row_rng(42, key))) for key in reversed(keys)] == draws[::-1]
+                other = few_shot_picker(SCI, k, num_sets, seed=7)
+                assert {tuple(e["id"] for e in other(row_rng(7, key))) for key in keys} != sets
+    assert len(few_shot_picker(SCI, 100, 4, seed=0)(row_rng(0, "x"))) == len(SCI)  # k above the pool: all of it
 
 
 def test_completion_prompts_for_base_models():
