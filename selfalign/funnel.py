@@ -18,7 +18,7 @@ log = logging.getLogger("selfalign")
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     # one INFO line per HTTP request to the engine buries the stage's own lines; failures are ours to report
-    for noisy in ("httpx", "httpcore"):
+    for noisy in ("httpx", "httpx2", "httpcore"):  # huggingface_hub talks through httpx2
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
