@@ -43,7 +43,7 @@ def test_notebook_runs_the_pipeline_at_tiny_sizes(sample_source: Path, tmp_path:
         papermill.execute_notebook(
             str(NOTEBOOK), str(out), cwd=str(ROOT), kernel_name="python3", progress_bar=False,
             parameters={"RUN_NAME": run_name, "OFFLINE": True, "INSTALL": False, "SOURCE": str(sample_source),
-                        "MAX_SEEDS": 4, "JUDGE": "none", "MAX_INSTRUCTIONS": 1, "NUM_SAMPLES": 2,
+                        "MAX_SEEDS": 4, "JUDGE": "none", "MAX_INSTRUCTIONS": 4, "NUM_SAMPLES": 2,
                         "MAX_NEW_TOKENS": 24, "SFT_DATA": str(sft), "MAX_STEPS": 1, "MAX_PROBLEMS": 2})
         nb = nbformat.read(out, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
