@@ -34,6 +34,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from selfalign.backend_endpoint import EndpointBackend
 from selfalign.backends import BackendOptions, Completion, Prompt, Sampling, render_chat
@@ -83,6 +84,20 @@ def last_error(log_path: Path, limit: int = 300) -> str:
     return line[:limit]
 
 
+def under_lifeline(command: Sequence[str], **popen_kwargs: Any) -> tuple[subprocess.Popen[Any], int]:
+    """Start `command` under `selfalign/lifeline.py`; returns the process and the lifeline's write end. Closing
+    it, or this process dying however it dies, stops the command's whole process tree."""
+    read_end, write_end = os.pipe()  # both ends non-inheritable: no other child keeps it open
+    try:
+        process = subprocess.Popen([sys.executable, "-I", str(LIFELINE), *command], stdin=read_end, **popen_kwargs)
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    return process, write_end
+
+
 class ManagedServer:
     """A server subprocess on 127.0.0.1 that cannot outlive this process (see `selfalign/lifeline.py`)."""
 
@@ -93,12 +108,9 @@ class ManagedServer:
         logs = cache_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         self.log_path = logs / f"{name.replace(' ', '-')}-{time.strftime('%Y%m%d-%H%M%S')}-{port}.log"
-        read_end, self._lifeline = os.pipe()  # both ends non-inheritable: no other child keeps it open
         with self.log_path.open("wb") as log_file:
-            self.process = subprocess.Popen(
-                [sys.executable, "-I", str(LIFELINE), *command], stdin=read_end, stdout=log_file,
-                stderr=subprocess.STDOUT, env=env, start_new_session=True)  # Ctrl-C reaches the stage, not it
-        os.close(read_end)
+            self.process, self._lifeline = under_lifeline(  # a new session: Ctrl-C reaches the stage, not it
+                command, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         atexit.register(self.stop)
         log.info("starting %s on %s (log %s)", name, self.url, self.log_path)
         self._wait_ready(ready_path, startup_timeout)

