@@ -62,7 +62,8 @@ def first_batch(model_path: str, mode: str, tmp_path: Path) -> tuple[Any, Any, A
     ref = resolve_model(model_path)
     tokenizer, _ = prepare_tokenizer(ref, mode)
     config = SFTConfig(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, max_length=128,
-                       per_device_train_batch_size=2, report_to=[], shuffle_dataset=False, seed=0)
+                       per_device_train_batch_size=2, report_to=[], shuffle_dataset=False, seed=0,
+                       activation_checkpointing=False)
     rows = conversation_rows(sft_rows(2), Funnel("sft"))
     trainer = build_trainer(load_model(ref, None, None, 0.0), tokenizer, rows, config, None)
     batch = next(iter(trainer.get_train_dataloader()))
