@@ -142,9 +142,9 @@ def test_shards_get_an_even_share_of_the_recipes_chunks_and_together_equal_one_p
     import random
 
     sizes = recipe_chunk_sizes()
-    assert {16, 64, 256, 1024, 4096} <= set(sizes)  # the recipes' powers of two are all covered
+    assert {8, 64, 256, 1024, 4096} <= set(sizes)  # the recipes' powers of two are all covered
     rng = random.Random(0)
-    for chunk_size in sizes:
+    for chunk_size in sorted({*sizes, 16, 32}):  # and the powers of two between, as a CLI override would set
         for num_shards in (2, 4, 8):
             n_chunks = rng.randint(num_shards, 4 * num_shards)
             rows = list(range(chunk_size * (n_chunks - 1) + rng.randint(1, chunk_size)))  # last chunk partial
@@ -266,6 +266,27 @@ def test_every_recipe_parses_for_every_stage():
             assert sft_config.run_name == recipe.stem and model_args.model_name_or_path
             # a section with variants holds their shared settings; what runs has an input
             assert data_args.input or any(n.startswith(f"{section}_") for n in names)
+
+
+
+def test_ablation_round_2_generates_with_round_1s_settings():
+    """Round 2 vs round 1 compares models, so every generation setting but the model must be the demo's."""
+    from dataclasses import asdict
+
+    from gen_responses import ResponseArguments
+    from selfalign.backends import BackendOptions
+
+    recipes = Path(__file__).parents[1] / "recipes"
+    round_1 = parse_args("gen_responses", ResponseArguments, BackendOptions,
+                         argv=["--config", str(recipes / "demo-cpu.yaml")])
+    round_2 = parse_args("gen_responses", ResponseArguments, BackendOptions,
+                         argv=["--config", str(recipes / "ablation-cpu.yaml"), "--section", "gen_responses_round2"])
+    own = {"run_name", "model_name_or_path", "output_dir"}  # round 2's own model and output
+    for one, two in zip(round_1, round_2, strict=True):
+        first, second = asdict(one), asdict(two)
+        assert {k: v for k, v in first.items() if k not in own} == {k: v for k, v in second.items() if k not in own}
+    models = [parsed[-1].model_name_or_path for parsed in (round_1, round_2)]  # BackendOptions
+    assert models == ["smollm2-135m-instruct", "data/ablation-cpu/sft-passing"]
 
 
 class LocalHub:
