@@ -561,3 +561,17 @@ def test_exec_result_fields() -> None:
     assert result.passed and not ExecResult("fail", "", 0, "", "", 0.0).passed
     with pytest.raises(AttributeError):
         result.verdict = "fail"
+
+
+def test_model_code_compiler_warnings_stay_off_the_hosts_stderr() -> None:
+    """A sample's SyntaxWarnings (the compiler's, on the host) are the sample's business, not the stage log's."""
+    script = ("from selfalign.sandbox import Sandbox\n"
+              "with Sandbox(workers=2, timeout=5, isolation='none') as box:\n"
+              "    results = box.map([('x = 1 is 1\\n', 'assert x is not None\\nassert \"\\\\d\"\\n')] * 4)\n"
+              "print([r.verdict for r in results])\n"
+              "compile('y = 2 is 2', 'other.py', 'exec')\n")  # warnings about other code still show
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120,
+                          check=False)
+    assert proc.returncode == 0 and proc.stdout.strip() == str(["pass"] * 4), proc.stderr
+    assert [line for line in proc.stderr.splitlines() if "SyntaxWarning" in line] == [
+        'other.py:1: SyntaxWarning: "is" with a literal. Did you mean "=="?']
