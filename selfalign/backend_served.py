@@ -26,6 +26,7 @@ import atexit
 import importlib.util
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -84,6 +85,15 @@ def last_error(log_path: Path, limit: int = 300) -> str:
     return line[:limit]
 
 
+def exit_description(code: int | None) -> str:
+    """How a process under the lifeline ended: it exits 128 + N when signal N killed the command."""
+    if code is None:
+        return "still running"
+    if code > 128 and code - 128 in signal.valid_signals():
+        return f"killed by {signal.Signals(code - 128).name}"
+    return f"exit code {code}"
+
+
 def under_lifeline(command: Sequence[str], **popen_kwargs: Any) -> tuple[subprocess.Popen[Any], int]:
     """Start `command` under `selfalign/lifeline.py`; returns the process and the lifeline's write end. Closing
     it, or this process dying however it dies, stops the command's whole process tree."""
@@ -120,7 +130,8 @@ class ManagedServer:
         while time.time() < deadline:
             if not self.alive():
                 self.stop()
-                fail(f"{self.name} exited during start-up ({last_error(self.log_path)}); log: {self.log_path}")
+                fail(f"{self.name} exited during start-up ({exit_description(self.process.poll())}; "
+                     f"{last_error(self.log_path)}); log: {self.log_path}")
             try:
                 with urllib.request.urlopen(self.url + path, timeout=5):
                     log.info("%s ready in %.0f s", self.name, time.time() - started)
@@ -134,7 +145,8 @@ class ManagedServer:
         return self.process.poll() is None
 
     def death_notice(self) -> str:
-        return f"{self.name} died ({last_error(self.log_path)}); log: {self.log_path}"
+        return f"{self.name} died ({exit_description(self.process.poll())}; {last_error(self.log_path)}); " \
+               f"log: {self.log_path}"
 
     def stop(self) -> None:
         """Close the lifeline; the lifeline stops the server tree and exits."""

