@@ -68,11 +68,13 @@ def funnels_figure(funnels: Mapping[str, Mapping[str, Any]]) -> Figure:
 
 def eval_figure(scores: Mapping[str, Mapping[str, float]], metric: str = "pass@1",
                 intervals: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
-                marks: Mapping[str, Mapping[str, str]] | None = None, note: str = "") -> Figure:
-    """Grouped bars: one group per benchmark, one bar per model (scores[label][benchmark], in %).
+                marks: Mapping[str, Mapping[str, str]] | None = None, note: str = "", group: str = "benchmark",
+                ymax: float | None = 105.0) -> Figure:
+    """Grouped bars: one group per benchmark (or other `group`), one bar per model (scores[label][benchmark], in %).
 
     `intervals[label][benchmark]` = (low, high) draws an error bar; `marks[label][benchmark]` (e.g. "*" for a
-    significant paired difference) is written above the bar. Both optional: a plain run has neither."""
+    significant paired difference) is written above the bar. Both optional: a plain run has neither. `ymax`
+    None scales the axis to the bars (small rates stay readable)."""
     labels = list(scores)
     benchmarks = list(dict.fromkeys(b for s in scores.values() for b in s))
     fig = Figure(figsize=(max(5.0, 1.6 + 1.3 * len(benchmarks) * max(len(labels), 1) ** 0.5), 4.0),
@@ -92,10 +94,12 @@ def eval_figure(scores: Mapping[str, Mapping[str, float]], metric: str = "pass@1
         texts = [f"{v:.1f}" + ((marks or {}).get(label, {}).get(n, "")) for v, n in zip(values, benchmarks, strict=True)]
         ax.bar_label(bars, texts, padding=2, fontsize=8)
     ax.set_xticks(range(len(benchmarks)), benchmarks)
-    ax.set_ylim(0, 105)
+    tops = [high for span in (intervals or {}).values() for _, high in span.values()]
+    tops += [v for s in scores.values() for v in s.values()]
+    ax.set_ylim(0, ymax if ymax is not None else min(105.0, 1.3 * max(tops, default=1.0) + 2))
     ax.set_ylabel(f"{metric} (%)")
-    ax.set_xlabel("benchmark")
-    ax.set_title(f"{metric} per benchmark" + (f" ({note})" if note else ""), fontsize=10)
+    ax.set_xlabel(group)
+    ax.set_title(f"{metric} per {group}" + (f" ({note})" if note else ""), fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     if labels:

@@ -25,11 +25,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from selfalign import self_verify
 from selfalign.errors import fail
 from selfalign.funnel import Funnel, log, progress_bar
-from selfalign.io import atomic_write, library_versions
+from selfalign.io import atomic_write, file_sha256, library_versions
+from selfalign.responses import ResponseSettings, check_settings
 from selfalign.sandbox import ISOLATIONS
-from selfalign.templates import sc2_prompt
+from selfalign.templates import prompt_files, sc2_prompt
 
 BENCHMARKS = ("humaneval", "humaneval+", "mbpp", "mbpp+")
 HUB_DATASETS = {"humaneval+": "evalplus/humanevalplus", "mbpp": "evalplus/mbppplus", "mbpp+": "evalplus/mbppplus"}
@@ -69,6 +71,18 @@ class EvaluateArguments:
         "help": "Resamples of the paired bootstrap interval of each model's pass@1 difference with the base."})
     write_model_card: bool = field(default=True, metadata={
         "help": "For a model given as a local folder, also write eval_results.json and its README section."})
+    selection: str = field(default="plain", metadata={
+        "help": "plain: each sample is scored (the benchmark's prompt format). self_verified: n answers per task "
+                "through the pipeline's I→R path (its prompt, tests turn and parser), each run with its own tests "
+                "and the benchmark's; pass@1 is that of one answer chosen among those passing their own tests "
+                "(else among all), with the own-vs-reference figures beside it."})
+    # the I→R settings of --selection self_verified (gen_responses.py's, with n_samples/temperature/top_p/
+    # max_new_tokens above as its num_samples/temperature/top_p/max_new_tokens)
+    num_examples: int = field(default=0, metadata={"help": "self_verified: few-shot example responses per prompt."})
+    tests_turn: str = field(default="separate", metadata={"help": "self_verified: inline or separate (see "
+                                                                  "gen_responses.py)."})
+    max_new_tokens_tests: int = 160
+    max_asserts: int | None = None
 
 
 # ---------------------------------------------------------------- problems
@@ -344,7 +358,11 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def summarize(samples: Sequence[Mapping[str, Any]], ks: Sequence[int]) -> dict[str, float]:
-    """pass@k in percent over problems, from per-sample rows with `task_id` and `passed`."""
+    """pass@k in percent over problems, from per-sample rows with `task_id` and `passed`; rows with a choice
+    `weight` (self-verified selection) give pass@1 of the chosen answer."""
+    if samples and "weight" in samples[0]:
+        scores = [score for score, _ in per_problem(samples).values()]
+        return {"pass@1": round(100 * sum(scores) / len(scores), 2)}
     per_task: dict[str, list[bool]] = {}
     for sample in samples:
         per_task.setdefault(sample["task_id"], []).append(bool(sample["passed"]))
@@ -368,12 +386,17 @@ def mcnemar_exact(only_base: int, only_model: int) -> float:
 
 
 def per_problem(samples: Sequence[Mapping[str, Any]]) -> dict[str, tuple[float, bool]]:
-    """Per problem: its pass@1 estimate (share of its samples that pass) and whether it counts as solved for
-    McNemar: the greedy sample passes, or, with n samples, a strict majority of them (more than n/2) pass."""
-    per_task: dict[str, list[bool]] = {}
+    """Per problem: its pass@1 estimate and whether it counts as solved for McNemar (estimate over 1/2: the
+    greedy sample passes, or, with n samples, more than half pass). The estimate is the share of its samples
+    that pass, or with choice weights (self-verified selection) the chosen answer's chance to pass."""
+    weights: dict[str, float] = {}
+    counts: dict[str, int] = {}
     for sample in samples:
-        per_task.setdefault(sample["task_id"], []).append(bool(sample["passed"]))
-    return {task: (sum(v) / len(v), 2 * sum(v) > len(v)) for task, v in per_task.items()}
+        task = sample["task_id"]
+        weights[task] = weights.get(task, 0.0) + sample.get("weight", 1.0) * bool(sample["passed"])
+        counts[task] = counts.get(task, 0) + 1
+    scores = {task: w if samples and "weight" in samples[0] else w / counts[task] for task, w in weights.items()}
+    return {task: (score, score > 0.5) for task, score in scores.items()}
 
 
 def paired_comparison(base: Sequence[Mapping[str, Any]], model: Sequence[Mapping[str, Any]], seed: int,
@@ -395,7 +418,9 @@ def paired_comparison(base: Sequence[Mapping[str, Any]], model: Sequence[Mapping
     samples = len(model) // len(tasks)
     return {"problems": len(tasks), "pass@1_diff": round(float(diff.mean()), 2),
             "ci95": [round(float(low), 2), round(float(high), 2)], "bootstrap_resamples": resamples, "seed": seed,
-            "solved_by": "its one sample passes" if samples == 1 else f"more than half of its {samples} samples pass",
+            "solved_by": "its one sample passes" if samples == 1 else (
+                f"the answer chosen among its {samples} samples passes with probability over 1/2"
+                if model and "weight" in model[0] else f"more than half of its {samples} samples pass"),
             "only_model": only_model, "only_base": only_base,
             "both": sum(ours[t][1] and theirs[t][1] for t in tasks),
             "mcnemar_p": mcnemar_exact(only_base, only_model)}
@@ -451,37 +476,41 @@ class RunSpec:
 
 
 def result_settings(args: EvaluateArguments, chat: str, seed: int) -> dict[str, Any]:
-    return {"prompt": PROMPT_VERSION, "chat": chat, "n_samples": args.n_samples, "temperature": args.temperature,
-            "top_p": args.top_p if args.temperature > 0 else None, "max_new_tokens": args.max_new_tokens,
-            "seed": seed, "timeout": args.timeout, "memory_mb": args.memory_mb, "isolation": args.isolation,
-            "stop": list(STOP)}
+    settings = {"prompt": PROMPT_VERSION, "chat": chat, "n_samples": args.n_samples, "temperature": args.temperature,
+                "top_p": args.top_p if args.temperature > 0 else None, "max_new_tokens": args.max_new_tokens,
+                "seed": seed, "timeout": args.timeout, "memory_mb": args.memory_mb, "isolation": args.isolation,
+                "stop": list(STOP)}
+    if args.selection == "self_verified":  # the I→R path's prompt and settings instead of the benchmark format
+        prompts = hashlib.sha256("".join(file_sha256(f) for f in prompt_files()).encode()).hexdigest()[:12]
+        settings.update(prompt=f"selfalign I→R {prompts}", stop=None, selection=args.selection, **asdict(response_settings(args)))
+    return settings
 
 
-def generate(lazy: Any, problems: Sequence[Problem], args: EvaluateArguments, seed: int, parts: Path,
-             desc: str) -> list[dict[str, Any]]:
-    """Completions for every problem, saved per chunk under `parts` so a killed run resumes where it stopped."""
-    from selfalign.backends import Sampling
+def response_settings(args: EvaluateArguments) -> ResponseSettings:
+    """The I→R settings of --selection self_verified, named as gen_responses.py names them."""
+    return ResponseSettings(num_samples=args.n_samples, temperature=args.temperature, top_p=args.top_p,
+                            max_new_tokens=args.max_new_tokens, num_examples=args.num_examples,
+                            tests_turn=args.tests_turn, max_new_tokens_tests=args.max_new_tokens_tests,
+                            max_asserts=args.max_asserts)
 
+
+def generate(lazy: Any, problems: Sequence[Problem], chunk_size: int, parts: Path, desc: str,
+             answer: Callable[[Any, Sequence[Problem], int], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """`answer(backend, chunk, start)` for every chunk of problems, each saved under `parts` with its generation
+    stats, so a killed run resumes where it stopped."""
     rows: list[dict[str, Any]] = []
-    starts = range(0, len(problems), args.chunk_size)
+    starts = range(0, len(problems), chunk_size)
     todo = [s for s in starts if not (parts / f"{s:06d}.json").exists()]
-    with progress_bar(desc, sum(len(problems[s : s + args.chunk_size]) for s in todo), unit="problem") as bar:
+    with progress_bar(desc, sum(len(problems[s : s + chunk_size]) for s in todo), unit="problem") as bar:
         for start in starts:
             part = parts / f"{start:06d}.json"
             if part.exists():
                 rows.extend(json.loads(part.read_text())["rows"])
                 continue
             backend = lazy.backend
-            chunk = problems[start : start + args.chunk_size]
-            use_template = lazy.chat and lazy.options.backend != "endpoint"
-            prompts = [render_prompt(getattr(backend, "tokenizer", None), p, use_template) for p in chunk]
-            sampling = Sampling(n=args.n_samples, temperature=args.temperature, top_p=args.top_p,
-                                max_new_tokens=args.max_new_tokens, stop=STOP, seed=seed + start)
+            chunk = problems[start : start + chunk_size]
             tokens0, seconds0 = backend.stats.completion_tokens, backend.stats.seconds
-            outputs = backend.generate(prompts, sampling)
-            new = [{"task_id": p.task_id, "sample": i, "raw": c.text, "finish_reason": c.finish_reason,
-                    "completion": extract_code(p.prefix_code, c.text), "completion_tokens": c.completion_tokens}
-                   for p, completions in zip(chunk, outputs, strict=True) for i, c in enumerate(completions)]
+            new = answer(backend, chunk, start)
             stats = {"seconds": backend.stats.seconds - seconds0,
                      "completion_tokens": backend.stats.completion_tokens - tokens0}
             atomic_write(part, json.dumps({"rows": new, "stats": stats}))
@@ -491,6 +520,24 @@ def generate(lazy: Any, problems: Sequence[Problem], args: EvaluateArguments, se
     return rows
 
 
+def completions(lazy: Any, args: EvaluateArguments, seed: int) -> Callable[[Any, Sequence[Problem], int],
+                                                                          list[dict[str, Any]]]:
+    """The benchmark's own format: the task in a code fence, the answer prefilled, stopped at the closing fence."""
+    from selfalign.backends import Sampling
+
+    def answer(backend: Any, chunk: Sequence[Problem], start: int) -> list[dict[str, Any]]:
+        use_template = lazy.chat and lazy.options.backend != "endpoint"
+        prompts = [render_prompt(getattr(backend, "tokenizer", None), p, use_template) for p in chunk]
+        sampling = Sampling(n=args.n_samples, temperature=args.temperature, top_p=args.top_p,
+                            max_new_tokens=args.max_new_tokens, stop=STOP, seed=seed + start)
+        outputs = backend.generate(prompts, sampling)
+        return [{"task_id": p.task_id, "sample": i, "raw": c.text, "finish_reason": c.finish_reason,
+                 "completion": extract_code(p.prefix_code, c.text), "completion_tokens": c.completion_tokens}
+                for p, samples in zip(chunk, outputs, strict=True) for i, c in enumerate(samples)]
+
+    return answer
+
+
 def generation_stats(parts: Path) -> dict[str, float]:
     stats = [json.loads(p.read_text())["stats"] for p in sorted(parts.glob("*.json"))]
     seconds, tokens = sum(s["seconds"] for s in stats), sum(s["completion_tokens"] for s in stats)
@@ -498,16 +545,14 @@ def generation_stats(parts: Path) -> dict[str, float]:
             "tokens_per_second": round(tokens / seconds, 1) if seconds else 0.0}
 
 
-def execute(sandbox: Any, problems: Sequence[Problem], rows: list[dict[str, Any]], desc: str) -> float:
+def execute(sandbox: Any, problems: Sequence[Problem], rows: list[dict[str, Any]], desc: str) -> None:
     """Run every completion against its problem's trusted tests; adds verdict, reason and passed to `rows`."""
     tests = {p.task_id: p.tests for p in problems}
-    started = time.time()
     with progress_bar(desc, len(rows), unit="sample") as bar:
         results = sandbox.map([(r["completion"], tests[r["task_id"]]) for r in rows],
                               on_result=lambda _i, _r: bar.update(), trusted=True)
     for row, result in zip(rows, results, strict=True):
         row.update(verdict=result.verdict, reason=result.reason[:500], passed=result.passed)
-    return time.time() - started
 
 
 def benchmark_result(spec: RunSpec, bench: Benchmark, rows: list[dict[str, Any]], gen: dict[str, float],
@@ -585,6 +630,13 @@ def write_reports(out: Path, results: Mapping[str, Mapping[str, Any]], benchmark
     save_png(eval_figure(scores, f"pass@{ks[0]}", intervals, marks, note="; ".join(notes)), out / "results.png")
     table = results_markdown(results, benchmarks, ks, "results.png")
     significance = significance_markdown(results)
+    checked = self_verify.report_markdown(results)
+    if checked:
+        sv_scores, sv_intervals = self_verify.chart_data(results)
+        save_png(eval_figure(sv_scores, "reference pass rate", sv_intervals, group="samples", ymax=None,
+                             note="Wilson 95% intervals"), out / "self_verify.png")
+        checked += "\n![reference pass rate of all, own-passing and own-failing samples](self_verify.png)\n"
+        significance = f"{significance}\n{checked}" if significance else checked
     atomic_write(out / "results.md", "# Evaluation results\n\n" + table + (f"\n{significance}" if significance else ""))
     args = "\n".join(f"| `{k}` | `{v}` |" for k, v in arguments.items())
     atomic_write(out / "README.md", f"""---
@@ -619,6 +671,9 @@ def write_model_card(folder: Path, label: str, result: Mapping[str, Any], benchm
                                                           indent=2))
     readme = folder / "README.md"
     body = results_markdown({label: result}, benchmarks, ks, None)
+    checked = self_verify.report_markdown({label: result})
+    if checked:  # its own heading one level down, inside this section
+        body += "\n#" + checked
     body += "\nWritten by `evaluate.py`; details in `eval_results.json`.\n"
     text = replace_section(readme.read_text() if readme.exists() else "", "## Evaluation", body)
     atomic_write(readme, with_model_index(text, folder.name, result, ks))
@@ -677,6 +732,12 @@ def check_arguments(args: EvaluateArguments, models: Sequence[str]) -> list[str]
         fail(f"--pass_k values must be between 1 and --n_samples ({args.n_samples}), got {args.pass_k}")
     if args.isolation not in ISOLATIONS:
         fail(f"--isolation must be bwrap, rootless or none (unsafe), not {args.isolation!r}")
+    if args.selection not in ("plain", "self_verified"):
+        fail(f"--selection must be plain or self_verified, not {args.selection!r}")
+    if args.selection == "self_verified":
+        check_settings(response_settings(args))
+        if list(args.pass_k) != [1]:
+            fail("--selection self_verified reports pass@1 of the chosen answer: --pass_k 1")
     if args.subset not in ("first", "random"):
         fail(f"--subset must be first or random, not {args.subset!r}")
     if args.max_problems is not None and args.max_problems < 1:
@@ -704,6 +765,12 @@ def model_info(lazy: Any) -> dict[str, Any]:
     return info
 
 
+def parts_dir(out: Path, label: str, benchmark: str, spec: RunSpec, chunk_size: int) -> Path:
+    """Where a model × benchmark's chunks are saved; chunks of another size are another folder (a part is named
+    by its first problem, so sizes must not mix)."""
+    return out / ".parts" / label / f"{benchmark}-{spec.hash}-chunk{chunk_size}"
+
+
 def evaluate_model(label: str, lazy: Any, benchmarks: Sequence[Benchmark], args: EvaluateArguments, seed: int,
                    out: Path, sandbox: Callable[[], Any], overwrite: bool) -> dict[str, Any]:
     """One model on every runnable benchmark: reuse finished results, generate the rest (model loaded once,
@@ -728,18 +795,28 @@ def evaluate_model(label: str, lazy: Any, benchmarks: Sequence[Benchmark], args:
             result["benchmarks"][bench.name] = previous
         else:
             pending.append((bench, spec))
+    self_verified = args.selection == "self_verified"
+    answer = self_verify.own_tested_answers(lazy, response_settings(args), seed) if self_verified \
+        else completions(lazy, args, seed)
     generated = {}
     for bench, spec in pending:
-        parts = out / ".parts" / label / f"{bench.name}-{spec.hash}"
-        generated[bench.name] = generate(lazy, bench.problems or [], args, seed, parts, f"generate {label} · "
-                                         f"{bench.name}")
+        parts = parts_dir(out, label, bench.name, spec, args.chunk_size)
+        generated[bench.name] = generate(lazy, bench.problems or [], args.chunk_size, parts,
+                                         f"generate {label} · {bench.name}", answer)
     lazy.close()  # free the model before the next one loads
     for bench, spec in pending:
-        parts = out / ".parts" / label / f"{bench.name}-{spec.hash}"
+        parts = parts_dir(out, label, bench.name, spec, args.chunk_size)
         rows = generated[bench.name]
-        seconds = execute(sandbox(), bench.problems or [], rows, f"execute {label} · {bench.name}")
-        result["benchmarks"][bench.name] = benchmark_result(spec, bench, rows, generation_stats(parts), seconds,
-                                                            args.pass_k)
+        started = time.time()
+        if self_verified:
+            self_verify.execute_both(sandbox(), bench.problems or [], rows, f"execute {label} · {bench.name}")
+        else:
+            execute(sandbox(), bench.problems or [], rows, f"execute {label} · {bench.name}")
+        result["benchmarks"][bench.name] = benchmark_result(spec, bench, rows, generation_stats(parts),
+                                                            time.time() - started, args.pass_k)
+        if self_verified:
+            result["benchmarks"][bench.name]["self_verify"] = self_verify.mechanism(rows, seed,
+                                                                                  args.bootstrap_resamples)
         atomic_write(path, json.dumps(result, indent=1))
         for part in parts.glob("*.json"):
             part.unlink()

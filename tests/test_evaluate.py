@@ -21,6 +21,7 @@ from selfalign.errors import UserError
 from selfalign.evaluation import (
     EvaluateArguments,
     Problem,
+    completions,
     evalplus_problem,
     extract_code,
     generate,
@@ -349,14 +350,18 @@ class FakeLazy:
         self.options = type("Options", (), {"backend": "fake"})()
 
 
+def run_generate(lazy: FakeLazy, problems: list[Any], args: EvaluateArguments, seed: int, parts: Path) -> list[dict]:
+    return generate(lazy, problems, args.chunk_size, parts, "gen", completions(lazy, args, seed))
+
+
 def test_generation_resumes_from_saved_chunks(tmp_path):
     problems = (load_humaneval().problems or [])[:5]
     args = EvaluateArguments(chunk_size=2)
     with pytest.raises(KeyboardInterrupt):
-        generate(FakeLazy(FakeBackend(fail_after=2)), problems, args, 0, tmp_path, "gen")
+        run_generate(FakeLazy(FakeBackend(fail_after=2)), problems, args, 0, tmp_path)
     assert len(list(tmp_path.glob("*.json"))) == 2
     resumed = FakeBackend(fail_after=None)
-    rows = generate(FakeLazy(resumed), problems, args, 0, tmp_path, "gen")
+    rows = run_generate(FakeLazy(resumed), problems, args, 0, tmp_path)
     assert resumed.calls == 1 and [r["task_id"] for r in rows] == [p.task_id for p in problems]
     assert rows[0]["completion"].endswith("\n    return 0\n")
 
@@ -366,12 +371,12 @@ def test_sampled_generation_resumes_per_chunk_with_the_same_seeds(tmp_path, chun
     problems = (load_humaneval().problems or [])[:40]
     args = EvaluateArguments(n_samples=10, temperature=0.8, pass_k=[1, 5, 10], chunk_size=chunk_size)
     whole = FakeBackend(fail_after=None)
-    reference = generate(FakeLazy(whole), problems, args, 3, tmp_path / "whole", "gen")
+    reference = run_generate(FakeLazy(whole), problems, args, 3, tmp_path / "whole")
     killed = FakeBackend(fail_after=1)
     with pytest.raises(KeyboardInterrupt):
-        generate(FakeLazy(killed), problems, args, 3, tmp_path / "resumed", "gen")
+        run_generate(FakeLazy(killed), problems, args, 3, tmp_path / "resumed")
     resumed = FakeBackend(fail_after=None)
-    rows = generate(FakeLazy(resumed), problems, args, 3, tmp_path / "resumed", "gen")
+    rows = run_generate(FakeLazy(resumed), problems, args, 3, tmp_path / "resumed")
     assert rows == reference and len(rows) == 10 * len(problems)
     assert [(r["task_id"], r["sample"]) for r in rows[:10]] == [("HumanEval/0", i) for i in range(10)]
     assert killed.seeds + resumed.seeds == whole.seeds  # each chunk samples with its own seed, resumed or not

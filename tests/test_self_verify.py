@@ -1,0 +1,199 @@
+"""Self-verification (evaluate.py --selection self_verified): both verdicts per sample from the real sandbox, the
+exact expectation of the self-verified choice against brute force, the statistics, the recipe's I→R settings
+against gen_responses.py's, and the script end to end with resume after SIGKILL."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT, assert_one_line_error, run_script
+
+from selfalign.backends import BackendOptions
+from selfalign.config import parse_args
+from selfalign.evaluation import EvaluateArguments, load_humaneval, per_problem, response_settings, summarize
+from selfalign.responses import ResponseSettings
+from selfalign.sandbox import Sandbox
+from selfalign.self_verify import (
+    add_choice_weights,
+    execute_both,
+    mechanism,
+    per_task_scores,
+    rate,
+    task_imports,
+)
+
+requires_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+PROBLEMS = {p.task_id: p for p in load_humaneval().problems or []}
+STRLEN = "def strlen(string: str) -> int:\n    return len(string)\n"
+
+
+def sample(task_id: str, index: int, code: str, tests: str, status: str = "ok") -> dict[str, Any]:
+    return {"task_id": task_id, "sample": index, "code": code, "tests": tests, "parse_status": status}
+
+
+@requires_bwrap
+def test_both_verdicts_come_from_the_real_sandbox():
+    rows = [
+        # right code, wrong own assert: sunk by its own test
+        sample("HumanEval/23", 0, STRLEN, "assert strlen('abc') == 4\n"),
+        # wrong code, a vacuous own assert that the wrong code happens to pass
+        sample("HumanEval/23", 1, "def strlen(string: str) -> int:\n    return 0\n", "assert strlen('') == 0\n"),
+        # right code, right own asserts
+        sample("HumanEval/23", 2, STRLEN, "assert strlen('') == 0\nassert strlen('abcd') == 4\n"),
+        # right code that uses the task's import without writing it (the benchmark's harness supplies it)
+        sample("HumanEval/0", 0, "def has_close_elements(numbers: List[float], threshold: float) -> bool:\n"
+                                 "    return any(abs(a - b) < threshold for i, a in enumerate(numbers)\n"
+                                 "               for b in numbers[i + 1:])\n",
+               "assert has_close_elements([1.0, 1.05], 0.1)\n"),
+        sample("HumanEval/0", 1, "", "", status="request error"),
+    ]
+    with Sandbox(2, 10, 1024, "bwrap") as box:
+        execute_both(box, [PROBLEMS["HumanEval/23"], PROBLEMS["HumanEval/0"]], rows, "test")
+    verdicts = [(r["own_verdict"], r["verdict"]) for r in rows]
+    assert verdicts == [("fail", "pass"), ("pass", "fail"), ("pass", "pass"), ("pass", "pass"),
+                        ("infra_error", "infra_error")]
+    assert rows[0]["own_reason"].startswith("AssertionError") and rows[1]["own_asserts"] == 1
+    assert [r["weight"] for r in rows] == [0.0, 0.5, 0.5, 1.0, 0.0]
+    assert per_task_scores(rows) == {"HumanEval/23": (2 / 3, 0.5), "HumanEval/0": (0.5, 1.0)}
+    m = mechanism(rows, seed=0, resamples=200)
+    assert m["table"] == {"own pass, reference pass": 2, "own pass, reference fail": 1,
+                          "own fail, reference pass": 1, "own fail, reference fail": 1}
+    assert m["examples"]["wrong code, own tests pass"][0]["sample"] == 1
+    assert m["correct_code_sunk_by_own_tests"] == {"an own assert failed": 1}
+
+
+def test_task_imports_are_the_prompts_imports_only():
+    assert task_imports(PROBLEMS["HumanEval/0"].prefix_code) == "from typing import List\n"
+    assert task_imports(PROBLEMS["HumanEval/23"].prefix_code) == ""
+    assert task_imports("import math\nfrom a import (b,\n    c)\ndef f(): pass") == \
+        "import math\nfrom a import (b,\n    c)\n"
+
+
+def brute_force(own: list[bool], ref: list[bool]) -> float:
+    """Every order in which the samples could be drawn: the answer is the first own-passing one, else the first."""
+    chosen = []
+    for order in itertools.permutations(range(len(own))):
+        passing = [i for i in order if own[i]]
+        chosen.append(ref[passing[0] if passing else order[0]])
+    return sum(chosen) / len(chosen)
+
+
+def test_exact_expectation_equals_brute_force_enumeration():
+    rng = random.Random(7)
+    for case in range(300):
+        n = rng.randint(1, 6)
+        own = [rng.random() < 0.4 for _ in range(n)]
+        ref = [rng.random() < 0.5 for _ in range(n)]
+        rows = [{"task_id": "t", "own_verdict": "pass" if o else "fail", "passed": r} for o, r in zip(own, ref,
+                                                                                                    strict=True)]
+        add_choice_weights(rows)
+        plain, chosen = per_task_scores(rows)["t"]
+        assert chosen == pytest.approx(brute_force(own, ref)), (case, own, ref)
+        assert plain == pytest.approx(sum(ref) / n)
+        # the evaluation's pass@1 and paired comparison read the same expectation through the weights
+        assert per_problem(rows)["t"][0] == pytest.approx(chosen)
+        assert summarize(rows, [1])["pass@1"] == pytest.approx(100 * chosen, abs=0.005)
+
+
+def test_rates_have_wilson_intervals_and_the_tests_are_scipys():
+    figure = rate(3, 20)
+    z, p, n = 1.959963984540054, 3 / 20, 20
+    center, half = (p + z * z / (2 * n)) / (1 + z * z / n), z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n +
+                                                                                            z * z / (4 * n * n))
+    assert figure["rate"] == 15.0 and figure["ci95"] == [round(100 * (center - half), 2), round(100 * (center + half), 2)]
+    assert rate(0, 0)["rate"] is None
+    # 4 tasks x 5 samples; own-passing samples are right twice as often as the rest
+    rows = []
+    for t in range(4):
+        for i in range(5):
+            rows.append({"task_id": f"t{t}", "sample": i, "own_verdict": "pass" if i < 2 else "fail",
+                         "own_reason": "" if i < 2 else "AssertionError", "passed": (i == 0) or (i == 2 and t < 2),
+                         "code": "", "tests": "", "verdict": "", "reason": ""})
+    add_choice_weights(rows)
+    m = mechanism(rows, seed=1, resamples=500)
+    assert m["reference_pass"]["all samples"]["k"] == 6 and m["reference_pass"]["own tests pass"]["rate"] == 50.0
+    assert m["enrichment"] == pytest.approx(50.0 / 30.0, abs=1e-3)
+    from scipy.stats import fisher_exact
+
+    assert m["fisher_p"] == pytest.approx(float(fisher_exact([[4, 4], [2, 10]]).pvalue))  # pyright: ignore
+    sv = m["pass@1"]
+    assert sv["plain"] == 30.0 and sv["self-verified"] == 50.0 and sv["tasks_better"] == 4
+    assert sv["sign_test_p"] == pytest.approx(0.125)  # 4 of 4 tasks better: 2 / 2**4
+    assert sv["ci95"][0] <= sv["diff"] <= sv["ci95"][1]
+
+
+def test_recipe_answers_as_gen_responses_does():
+    """The self-verification answers through the I→R path with the demo's own generation settings."""
+    from gen_responses import ResponseArguments
+
+    recipe = str(ROOT / "recipes" / "demo-cpu.yaml")
+    _, evaluate, _ = parse_args("evaluate", EvaluateArguments, BackendOptions,
+                                argv=["--config", recipe, "--section", "evaluate_self_verify"])
+    _, responses, _ = parse_args("gen_responses", ResponseArguments, BackendOptions, argv=["--config", recipe])
+    ours = response_settings(evaluate)
+    for name in ResponseSettings.__dataclass_fields__:
+        assert getattr(ours, name) == getattr(responses, name), name
+    assert evaluate.selection == "self_verified" and evaluate.benchmarks == ["humaneval"]
+    assert evaluate.max_problems is None  # all 164 problems
+
+
+def test_bad_self_verified_arguments_are_one_line_errors(tmp_path: Path):
+    for extra, message in ((["--pass_k", "1", "5"], "--pass_k 1"), (["--tests_turn", "both"], "--tests_turn"),
+                           (["--selection", "best"], "--selection must be")):
+        proc = run_script("evaluate.py", "--config", str(ROOT / "recipes" / "demo-cpu.yaml"), "--section",
+                          "evaluate_self_verify", "--output_dir", str(tmp_path), *extra)
+        assert_one_line_error(proc, message)
+
+
+@requires_bwrap
+def test_script_end_to_end_resumes_after_sigkill(tiny_model: str, tmp_path: Path):
+    """The real script on a tiny random model (transformers): killed once a chunk of answers is saved, then
+    rerun, it gives the samples and verdicts of an uninterrupted run; results.md, the chart and the model card
+    carry the self-verification figures."""
+    model = tmp_path / "tiny"
+    shutil.copytree(tiny_model, model)
+    args = ["--config", str(ROOT / "recipes" / "demo-cpu.yaml"), "--section", "evaluate_self_verify", "--backend",
+            "transformers", "--models", str(model), "--model_labels", "base", "--max_problems", "6",
+            "--n_samples", "2", "--max_new_tokens", "24", "--max_new_tokens_tests", "16", "--chunk_size", "2",
+            "--workers", "2"]
+    straight = tmp_path / "straight"
+    first = run_script("evaluate.py", *args, "--output_dir", str(straight), timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = tmp_path / "resumed"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "evaluate.py"), *args, "--output_dir", str(resumed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not list(resumed.rglob(".parts/**/*.json")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = list(resumed.rglob(".parts/**/*.json"))
+    assert 1 <= len(saved) < 3, "killed after the first chunk of 3"
+    second = run_script("evaluate.py", *args, "--output_dir", str(resumed), timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+
+    def samples(folder: Path) -> list[dict[str, Any]]:
+        rows = json.loads((folder / "base.json").read_text())["benchmarks"]["humaneval"]["samples"]
+        return [{k: r[k] for k in ("task_id", "sample", "response", "code", "tests", "own_verdict", "verdict",
+                                   "weight")} for r in rows]
+
+    assert samples(resumed) == samples(straight) and len(samples(straight)) == 12
+    result = json.loads((straight / "base.json").read_text())["benchmarks"]["humaneval"]
+    assert result["self_verify"]["samples"] == 12 and set(result["summary"]) == {"pass@1"}
+    report = (straight / "results.md").read_text()
+    assert "## Self-verification" in report and "| base | humaneval |" in report
+    assert (straight / "self_verify.png").read_bytes()[:4] == b"\x89PNG"
+    assert "### Self-verification" in (model / "README.md").read_text()
+    assert "Self-verified pass@1" in first.stdout
