@@ -161,3 +161,15 @@ def test_instruction_names_on_the_instructions_the_project_sees():
     assert instruction_names(recorded[2]) == []  # "Write a function that checks if a number is prime ..."
     assert instruction_names("Write a function named count_words; use `str.split()` and `len(x)`.") == ["count_words"]
     assert plan("Write a function that adds two numbers.", "def add(a, b):\n    return a + b\n", "").named is None
+
+
+def test_the_unit_under_test_is_the_named_one_the_tests_call():
+    helper = "def is_vowel(c):\n    return c in 'aeiou'\n\n\n"
+    code = helper + VOWEL_CODE.format(name="count_vowels")
+    tests = "assert is_vowel('a')\n" + VOWEL_TESTS.format(name="count_vowels")
+    assert plan(VOWELS, code, tests).under_test == "count_vowels"  # called after a helper, but named
+    both = "Write `is_vowel(c)` and `count_vowels(text)`, which uses it."
+    assert plan(both, code, VOWEL_TESTS.format(name="count_vowels")).under_test == "count_vowels"  # the one tested
+    assert plan(both, code, "").under_test == "is_vowel"  # untested: the first named
+    assert plan("Count vowels.", code, "assert is_vowel('a')\n").under_test == "is_vowel"  # none named: the tested
+    assert plan("Count vowels.", code, "").under_test == "is_vowel"  # else the first definition
