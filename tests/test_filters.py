@@ -173,3 +173,12 @@ def test_the_unit_under_test_is_the_named_one_the_tests_call():
     assert plan(both, code, "").under_test == "is_vowel"  # untested: the first named
     assert plan("Count vowels.", code, "assert is_vowel('a')\n").under_test == "is_vowel"  # none named: the tested
     assert plan("Count vowels.", code, "").under_test == "is_vowel"  # else the first definition
+
+
+def test_the_dev_sets_solutions_with_their_reference_tests_pass_every_check(sandbox):
+    """50 correct, well-tested samples (selfalign/devset.jsonl, its tests run as own tests): no filter refuses one."""
+    tasks = [json.loads(line) for line in (ROOT / "selfalign" / "devset.jsonl").read_text().splitlines()]
+    found = check_samples(sandbox, [sample(t["instruction"], t["canonical_solution"], t["tests"]) for t in tasks])
+    for t, checks in zip(tasks, found, strict=True):
+        assert (checks.named, checks.adequate, checks.surviving_mutant) == (True, True, ""), t["task_id"]
+        assert checks.distinct_asserts >= 5 and all(keeps(name, "pass", checks.__dict__) for name in FILTERS)
