@@ -91,8 +91,13 @@ def top_level_definitions(tree: ast.Module) -> dict[str, Definition]:
 def parse(source: str) -> ast.Module | None:
     try:
         return ast.parse(source)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
+
+
+def own_tests(code: str, tests: str) -> str:
+    """What the sandbox runs as a sample's tests: `tests`, or the asserts in `code` when `tests` is empty."""
+    return tests if tests.strip() else code
 
 
 def called_names(tests: ast.Module | None) -> list[str]:
@@ -282,10 +287,11 @@ def method_body(kinds: Mapping[str, str | None], kind: str) -> str | None:
 def mutants(code: str, tests: str, unit: str) -> list[tuple[str, str]]:
     """(kind, mutant program) of every trivial mutant of `unit` in `code` (see the module docstring); a program
     two kinds make is listed once, under the first."""
-    tree, tests_tree = parse(code), parse(tests)
-    if tree is None or not unit:
+    tree, tests_tree = parse(code), parse(own_tests(code, tests))
+    units = [i for i, n in enumerate(tree.body) if isinstance(n, Definition) and n.name == unit] if tree else []
+    if tree is None or not units:
         return []
-    index = max(i for i, n in enumerate(tree.body) if isinstance(n, Definition) and n.name == unit)
+    index = units[-1]  # the definition in force
     original = tree.body[index]
     made: list[tuple[str, str]] = []
     if isinstance(original, ast.ClassDef):
@@ -320,12 +326,16 @@ class Plan:
 
 
 def plan(instruction: str, code: str, tests: str) -> Plan:
-    tree, tests_tree = parse(code), parse(tests)
+    tree, tests_tree = parse(code), parse(own_tests(code, tests))
     defined = top_level_definitions(tree) if tree is not None else {}
     names = instruction_names(instruction)
     named = any(n in defined for n in names) if names else None
     unit = unit_under_test(defined, [n for n in names if n in defined], called_names(tests_tree))
-    return Plan(named, distinct_asserts(tests_tree), unit, mutants(code, tests, unit))
+    try:
+        made = mutants(code, tests, unit)
+    except RecursionError:  # nested too deeply for `ast.unparse`: nothing is mutated
+        made = []
+    return Plan(named, distinct_asserts(tests_tree), unit, made)
 
 
 def check_samples(sandbox: Sandbox, samples: Sequence[Mapping[str, Any]]) -> list[SampleChecks]:

@@ -182,3 +182,13 @@ def test_the_dev_sets_solutions_with_their_reference_tests_pass_every_check(sand
     for t, checks in zip(tasks, found, strict=True):
         assert (checks.named, checks.adequate, checks.surviving_mutant) == (True, True, ""), t["task_id"]
         assert checks.distinct_asserts >= 5 and all(keeps(name, "pass", checks.__dict__) for name in FILTERS)
+
+
+def test_with_empty_tests_the_asserts_in_the_code_are_the_tests(sandbox):
+    add = "def add(a, b):\n    return a + b\n\n\n"
+    told = sample("Write `add(a, b)`.", add + "assert add(1, 2) == 3\nassert add(0, 0) == 0\n", "")
+    vacuous = sample("Write `add(a, b)`.", add + "assert add(0, 0) == 0\n", "")
+    assert all(r.passed for r in sandbox.map([(s["code"], s["tests"]) for s in (told, vacuous)]))  # as verify.py runs them
+    good, bad = check_samples(sandbox, [told, vacuous])
+    assert (good.adequate, good.distinct_asserts, good.mutants) == (True, 2, 4)  # returns 0: from the asserts
+    assert (bad.adequate, bad.surviving_mutant, bad.distinct_asserts) == (False, "returns its first argument", 1)
