@@ -31,7 +31,12 @@ Mutants replace its body (its docstring kept, everything else in the program unc
 
 A mutant equal to the original unit (a function that already returns its first argument) is not made.
 Mutants run in the same sandbox and mode as the own tests (`Sandbox.map` of (mutant, tests), untrusted), all
-samples' mutants in one call.
+samples' mutants in one call. The own tests are `tests`, or the asserts in `code` when `tests` is empty (as
+the sandbox runs them).
+
+Filters (`FILTERS`, `keeps`): `paper` keeps every passing sample; `named` refuses `named` False (None, an
+instruction naming nothing, passes); `adequate` keeps only `adequate` True (None, nothing to mutate, is
+refused); `named+adequate` both; `strict` both and 2+ distinct asserts. `refusal` says why, for the funnel.
 """
 
 from __future__ import annotations
@@ -380,7 +385,8 @@ FILTERS: dict[str, Filter] = {
 
 def refusal(filter_name: str, verdict: str, checks: Mapping[str, Any]) -> str:
     """Why `filter_name` refuses a sample with this verdict and checks (`SampleChecks` fields, e.g. a verdicts
-    row); "" when it keeps it. A passing sample that was never checked is refused by any filter but `paper`."""
+    row); "" when it keeps it. A passing sample never checked against mutants is refused by the filters that
+    need them."""
     rule = FILTERS[filter_name]
     if verdict != "pass":
         return f"verdict {verdict}"
