@@ -6,9 +6,14 @@ sample chosen at random (seeded); instructions over 200 words dropped; exact ded
 response; MinHash near-dedup on instruction, response and code; optional diversity cap per function name;
 benchmark decontamination. The result is TRL-ready (`prompt`/`completion` conversational columns).
 
+Every passing sample is also checked in the sandbox against trivial mutants of its own code, and for the
+function its instruction names (selfalign/filters.py); `--filter` says which passing samples selection
+`passing` may choose: all of them (`paper`, the paper's rule, the default) or those a stricter check keeps.
+
 The paper's ablation selects differently from the same verdicts, without running anything again
 (`--from_verdicts`, input: a finished verify output): one random or one failing response per instruction
-(`--selection`), on the instructions all three selections share (`--selection_instructions matched`).
+(`--selection`), on the instructions all three selections share (`--selection_instructions matched`); another
+`--filter` reselects the same way.
 
     python verify.py --config recipes/demo-cpu.yaml [--input data/demo-cpu/responses] [--timeout 10]
     python verify.py --config recipes/ablation-cpu.yaml --section verify_random
@@ -17,12 +22,14 @@ The paper's ablation selects differently from the same verdicts, without running
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import random
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +38,7 @@ from selfalign.config import RunArguments, as_dict, parse_args
 from selfalign.decontam import Decontaminator, normalize
 from selfalign.dedup import near_duplicates
 from selfalign.errors import fail, run_main
+from selfalign.filters import CHECK_COLUMNS, FILTERS, check_samples, refusal
 from selfalign.funnel import Funnel, log, setup_logging
 from selfalign.io import StageRun, read_rows
 from selfalign.sandbox import ISOLATIONS, Sandbox
@@ -39,7 +47,7 @@ from selfalign.templates import row_rng
 
 STAGE = "verified"
 COLUMNS = ["sample_id", "instruction_id", "sample_index", "instruction", "response", "code", "tests"]
-DESCRIBED = {"passing": "whose own tests passed in the sandbox",
+DESCRIBED = {"passing": "whose {filter}",
              "random": "chosen at random whatever its tests did in the sandbox",
              "failing": "whose own tests failed, errored or timed out in the sandbox"}
 
@@ -65,6 +73,9 @@ class VerifyArguments:
     selection_instructions: str = field(default="all", metadata={
         "help": "all, or matched: only instructions with a passing and a failing sample that every selection "
                 "keeps after the filters, so the three selections share instructions and row count."})
+    filter: str = field(default="paper", metadata={
+        "help": f"Which passing samples selection passing may choose: {', '.join(FILTERS)} (selfalign/filters.py; "
+                "paper: all, the paper's rule)."})
     max_rows: int | None = field(default=None, metadata={
         "help": "Keep a seeded sample of N selected instructions (after every filter)."})
     from_verdicts: bool = field(default=False, metadata={
@@ -91,9 +102,10 @@ CHOSEN = {"passing": "passing sample", "random": "sample", "failing": "failing s
 
 class Verdicts:
     """What choosing one sample per instruction reads of every sample, as numpy arrays (a few bytes a sample,
-    not a dict): instruction (as a code into `ids`), verdict and sample index."""
+    not a dict): instruction (as a code into `ids`), verdict, sample index, and why `filter_name` refuses it
+    if it passed (a code into `refusals`; 0: eligible)."""
 
-    def __init__(self, rows: Rows) -> None:
+    def __init__(self, rows: Rows, filter_name: str = "paper") -> None:
         columns = rows.table(0, len(rows), ["instruction_id", "verdict", "sample_index"])
         instructions = columns.column("instruction_id").combine_chunks().dictionary_encode()
         self.codes = instructions.indices.to_numpy(zero_copy_only=False).astype(np.int64)
@@ -102,6 +114,12 @@ class Verdicts:
         self.verdict_codes = verdicts.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         self.verdict_names: list[str] = verdicts.dictionary.to_pylist()
         self.sample_index = columns.column("sample_index").to_numpy().astype(np.int64)
+        passing = np.flatnonzero(self.mask(("pass",)))
+        checks = rows.take(passing.tolist(), CHECK_COLUMNS).to_pylist() if filter_name != "paper" else []
+        reasons = [refusal(filter_name, "pass", c) for c in checks]
+        self.refusals: list[str] = ["", *dict.fromkeys(r for r in reasons if r)]
+        self.refusal_codes = np.zeros(len(self.codes), dtype=np.int64)
+        self.refusal_codes[passing[: len(reasons)]] = [self.refusals.index(r) for r in reasons]
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -110,6 +128,10 @@ class Verdicts:
         wanted = [i for i, name in enumerate(self.verdict_names) if name in verdicts]
         return np.isin(self.verdict_codes, wanted)
 
+    def eligible(self, selection: str) -> np.ndarray:
+        """The samples `selection` may choose: those of its verdicts, and for `passing` only those `--filter` keeps."""
+        return self.mask(SELECTIONS[selection]) & ((self.refusal_codes == 0) if selection == "passing" else True)
+
 
 def first_seen(values: np.ndarray) -> np.ndarray:
     """The distinct values, in the order they first occur."""
@@ -117,14 +139,22 @@ def first_seen(values: np.ndarray) -> np.ndarray:
     return distinct[np.argsort(first, kind="stable")]
 
 
+def count_drops(funnel: Funnel, codes: np.ndarray, reasons: Sequence[str]) -> None:
+    """Drops by reason (`codes` index `reasons`), counted in the order the reasons first occur."""
+    for code in first_seen(codes).tolist():
+        funnel.drop(reasons[int(code)], int(np.count_nonzero(codes == code)))
+
+
 def choose(samples: Verdicts, positions: np.ndarray, selection: str, seed: int, funnel: Funnel) -> list[int]:
     """One sample per instruction among those `selection` draws from, at random (seeded per instruction), in
     the order instructions first appear (the same for every selection). `positions`: the samples to choose
     from; returns the chosen ones' positions."""
     allowed = samples.mask(SELECTIONS[selection])[positions]
-    refused = samples.verdict_codes[positions[~allowed]]
-    for code in first_seen(refused).tolist():  # counted in the order the verdicts first occur
-        funnel.drop(f"verdict {samples.verdict_names[code]}", int(np.count_nonzero(refused == code)))
+    count_drops(funnel, samples.verdict_codes[positions[~allowed]], [f"verdict {v}" for v in samples.verdict_names])
+    if selection == "passing":  # then the passing samples `--filter` refuses, by its reason
+        refused = samples.refusal_codes[positions[allowed]]
+        count_drops(funnel, refused[refused > 0], samples.refusals)
+        allowed &= samples.eligible(selection)[positions]
     eligible = positions[allowed]
     # each instruction's samples by sample index (ties: input order), as the old per-row loop sorted them
     ordered = eligible[np.lexsort((eligible, samples.sample_index[eligible], samples.codes[eligible]))]
@@ -202,8 +232,8 @@ def matched_instructions(rows: Rows, samples: Verdicts, args: VerifyArguments, s
     failing sample, and those of them whose chosen response survives every filter under all three selections.
     Each run computes the same set, so (a), (b) and (c) train on the same instructions, one row each."""
     has_pass, has_fail = (np.zeros(len(samples.ids), dtype=bool) for _ in range(2))
-    has_pass[samples.codes[samples.mask(SELECTIONS["passing"])]] = True
-    has_fail[samples.codes[samples.mask(SELECTIONS["failing"])]] = True
+    has_pass[samples.codes[samples.eligible("passing")]] = True
+    has_fail[samples.codes[samples.eligible("failing")]] = True
     eligible = np.flatnonzero((has_pass & has_fail)[samples.codes])
     survivors = [set(filter_rows(Chosen(rows, samples, choose(samples, eligible, selection, seed, Funnel("scratch"))),
                                  args, decontam, Funnel("scratch")).instruction_ids()) for selection in SELECTIONS]
@@ -216,7 +246,7 @@ def select_rows(rows: Rows, args: VerifyArguments, seed: int, funnel: Funnel) ->
     the columns it needs: instruction, verdict and sample index of every sample, then the texts of the
     chosen ones a column at a time. Returns the selected samples' positions in `rows`."""
     decontam = Decontaminator(tuple(args.decontaminate), args.decontam_min_chars)
-    samples = Verdicts(rows)
+    samples = Verdicts(rows, args.filter)
     positions = np.arange(len(samples))
     common: set[str] | None = None
     if args.selection_instructions == "matched":
@@ -281,6 +311,8 @@ def check_arguments(run_args: RunArguments, args: VerifyArguments) -> None:
         fail(f"--isolation must be bwrap, rootless or none (unsafe), not {args.isolation!r}")
     if args.selection not in SELECTIONS:
         fail(f"--selection must be one of {', '.join(SELECTIONS)}, not {args.selection!r}")
+    if args.filter not in FILTERS:
+        fail(f"--filter must be one of {', '.join(FILTERS)}, not {args.filter!r}")
     if args.selection_instructions not in ("all", "matched"):
         fail(f"--selection_instructions must be all or matched, not {args.selection_instructions!r}")
     if args.max_rows is not None and args.max_rows < 1:
@@ -290,16 +322,30 @@ def check_arguments(run_args: RunArguments, args: VerifyArguments) -> None:
         fail("--from_verdicts writes a new selection: give it another --output_dir than its --input")
 
 
-def run_sandbox(stage: StageRun, samples: Rows, args: VerifyArguments) -> bool:
+@contextlib.contextmanager
+def lazy_sandbox(args: VerifyArguments) -> Iterator[Callable[[], Sandbox]]:
+    """A sandbox started on first use (a finished run starts no slot), closed on leaving."""
+    started: list[Sandbox] = []
+
+    def get() -> Sandbox:
+        if not started:
+            started.append(Sandbox(args.workers, args.timeout, args.memory_mb, args.isolation))
+        return started[0]
+
+    try:
+        yield get
+    finally:
+        for box in started:
+            box.close()
+
+
+def run_sandbox(stage: StageRun, samples: Rows, sandbox: Callable[[], Sandbox], args: VerifyArguments) -> bool:
     """Every sample's verdict, saved per chunk (resumable); True once all chunks are done."""
-    sandbox: list[Sandbox] = []  # started on first use: a finished run starts no slot
 
     def execute(rows: list[dict], part: Funnel) -> list[dict]:
-        if not sandbox:
-            sandbox.append(Sandbox(args.workers, args.timeout, args.memory_mb, args.isolation))
         part.rows_in += len(rows)
         runnable = [r for r in rows if r.get("parse_status") != "request error"]
-        results = iter(sandbox[0].map([(r["code"], r["tests"]) for r in runnable]))
+        results = iter(sandbox().map([(r["code"], r["tests"]) for r in runnable]))
         out = []
         for row in rows:
             if row.get("parse_status") == "request error":
@@ -316,11 +362,27 @@ def run_sandbox(stage: StageRun, samples: Rows, args: VerifyArguments) -> bool:
                         "stderr": stderr, "exec_seconds": round(seconds, 3)})
         return out
 
-    try:
-        return stage.map_chunks("execute", samples, args.chunk_size, execute, desc="sandbox")
-    finally:
-        for box in sandbox:
-            box.close()
+    return stage.map_chunks("execute", samples, args.chunk_size, execute, desc="sandbox")
+
+
+def run_checks(stage: StageRun, verdicts: Rows, sandbox: Callable[[], Sandbox], args: VerifyArguments) -> bool:
+    """The stricter checks of every passing sample (named function, trivial mutants, distinct asserts: columns
+    CHECK_COLUMNS, None for the others), saved per chunk (resumable); True once all chunks are done."""
+
+    def check(rows: list[dict], part: Funnel) -> list[dict]:
+        passing = [r for r in rows if r["verdict"] == "pass"]
+        found = iter(check_samples(sandbox(), passing) if passing else [])
+        out = []
+        for row in rows:
+            checks: dict[str, Any] = asdict(next(found)) if row["verdict"] == "pass" else dict.fromkeys(CHECK_COLUMNS)
+            if checks["named"] is False:
+                part.count("passing: code does not define the named function or class")
+            if checks["adequate"] is False:
+                part.count("passing: own tests pass a trivial mutant")
+            out.append({**row, **checks})
+        return out
+
+    return stage.map_chunks("checks", verdicts, args.chunk_size, check, desc="mutants")
 
 
 def main() -> None:
@@ -330,7 +392,9 @@ def main() -> None:
     if args.isolation == "none" and not args.from_verdicts:
         log.warning("--isolation none: samples run WITHOUT isolation (they can read and write what you can)")
     if args.from_verdicts:  # a new selection from a finished run's verdicts: nothing runs again
-        samples, ref = read_rows(run_args.input, [*COLUMNS, "verdict", "asserts"], "verified", config="verdicts")
+        checked = list(CHECK_COLUMNS) if args.filter != "paper" else []
+        samples, ref = read_rows(run_args.input, [*COLUMNS, "verdict", "asserts", *checked], "verified",
+                                 config="verdicts")
     else:
         samples, ref = read_rows(run_args.input, COLUMNS, "responses")
     inputs = {"verdicts" if args.from_verdicts else "responses": ref.to_dict()}
@@ -344,9 +408,13 @@ def main() -> None:
             return
         verdicts, funnel.rows_in = samples, len(samples)
     else:
-        if not run_sandbox(stage, samples, args) or not stage.finalizer:
-            return
-        verdicts = stage.parts("execute", range(0, len(samples), args.chunk_size), funnel)
+        chunks = range(0, len(samples), args.chunk_size)
+        with lazy_sandbox(args) as sandbox:
+            if not run_sandbox(stage, samples, sandbox, args) or not stage.finalizer:
+                return
+            if not run_checks(stage, stage.parts("execute", chunks, funnel), sandbox, args):
+                return
+        verdicts = stage.parts("checks", chunks, funnel)
     tally: Counter[str] = Counter()  # in the order verdicts first occur, read a batch at a time
     for batch in verdicts.batches(columns=["verdict"]):
         tally.update(batch.column("verdict").to_pylist())
@@ -356,7 +424,8 @@ def main() -> None:
     sft = SFTRows(verdicts, select_rows(verdicts, args, run_args.seed, funnel))
     stage.publish(sft, funnel, f"{len(sft)} SFT rows ({tally['pass']} of {len(verdicts)} samples passed)",
                   extra={"verdicts": verdicts}, license="other",
-                  description=f"Self-aligned SFT data: each instruction with one response {DESCRIBED[args.selection]} "
+                  description=f"Self-aligned SFT data: each instruction with one response "
+                              f"{DESCRIBED[args.selection].format(filter=FILTERS[args.filter].description)} "
                               "(selfalign.sandbox: bubblewrap, nonce and assert count), then deduplicated and "
                               "decontaminated. Config `verdicts` holds every sample's verdict.")
 

@@ -33,7 +33,7 @@ from selfalign.responses import ResponseSettings, check_settings
 from selfalign.sandbox import ISOLATIONS
 from selfalign.templates import prompt_files, sc2_prompt
 
-BENCHMARKS = ("humaneval", "humaneval+", "mbpp", "mbpp+")
+BENCHMARKS = ("humaneval", "humaneval+", "mbpp", "mbpp+", "selfalign-dev")
 HUB_DATASETS = {"humaneval+": "evalplus/humanevalplus", "mbpp": "evalplus/mbppplus", "mbpp+": "evalplus/mbppplus"}
 OVERRIDE_ENV = {"humaneval+": "HUMANEVAL_OVERRIDE_PATH", "mbpp": "MBPP_OVERRIDE_PATH", "mbpp+": "MBPP_OVERRIDE_PATH"}
 STOP = ("\n```",)
@@ -272,6 +272,10 @@ def load_benchmark(name: str, args: EvaluateArguments, seed: int) -> Benchmark:
         fail(f"unknown benchmark {name!r}: choose from {', '.join(BENCHMARKS)}")
     if name == "humaneval":
         bench = load_humaneval()
+    elif name == "selfalign-dev":  # the development set's short tasks with reference tests (selfalign/devset.jsonl)
+        rows = read_jsonl(Path(__file__).with_name("devset.jsonl"))
+        bench = Benchmark(name, [Problem(r["task_id"], r["instruction"], "```python", "", r["tests"],
+                                         r["canonical_solution"]) for r in rows], "selfalign/devset.jsonl", len(rows))
     else:
         bench = load_evalplus(name, args.humanevalplus_path if name == "humaneval+" else args.mbppplus_path)
     if bench.problems is not None and args.max_problems is not None and args.max_problems < len(bench.problems):

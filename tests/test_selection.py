@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, assert_one_line_error, run_script
 
+from selfalign.filters import FILTERS, keeps, refusal
 from selfalign.funnel import Funnel
 from selfalign.io import load_input
 from verify import SELECTIONS, VerifyArguments, select
@@ -179,3 +181,35 @@ def test_recipe_selections_differ_only_in_selection_and_output():
     assert [t["input"] for t in trains] == [s["output_dir"] for s in sections]
     assert recipe["evaluate"]["models"][1:] == [t["output_dir"] for t in trains]
     assert Path(recipe["evaluate"]["models"][0]).name == recipe["common"]["model_name_or_path"]
+
+
+def with_checks(rows: list[dict], seed: int) -> list[dict]:
+    """The verdicts with the columns verify.py's checks phase adds: drawn for passing samples, None for others."""
+    rng = random.Random(seed)
+    for r in rows:
+        passed = r["verdict"] == "pass"
+        adequate = rng.choice([True, True, False, None]) if passed else None
+        r.update(named=rng.choice([True, True, False, None]) if passed else None, adequate=adequate,
+                 distinct_asserts=rng.choice([1, 2, 3]) if passed else None,
+                 surviving_mutant="returns None" if adequate is False else "" if passed else None,
+                 mutants=(0 if adequate is None else 4) if passed else None, under_test="f" if passed else None)
+    return rows
+
+
+@pytest.mark.parametrize("name", list(FILTERS))
+def test_filters_refuse_passing_samples_in_every_selection(name):
+    rows = with_checks(verdict_rows(128, 10, 4), 4)
+    out, funnel = run(rows, "passing", 4, filter=name)
+    kept = {r["instruction_id"] for r in rows if keeps(name, r["verdict"], r)}
+    assert {r["instruction_id"] for r in out} == kept and all(keeps(name, "pass", r) for r in out)
+    reasons = Counter(refusal(name, "pass", r) for r in rows if r["verdict"] == "pass")
+    assert {k: v for k, v in funnel.dropped.items() if not k.startswith(("verdict", "another"))} == \
+        {k: v for k, v in reasons.items() if k}
+    assert (len(kept) < len({r["instruction_id"] for r in rows if r["verdict"] == "pass"})) == (name != "paper")
+    assert_funnel_adds_up(funnel, out)
+    chosen = [run(rows, s, 4, filter=name, selection_instructions="matched") for s in SELECTIONS]
+    ids = [[r["instruction_id"] for r in c] for c, _ in chosen]
+    failing = {r["instruction_id"] for r in rows if r["verdict"] in SELECTIONS["failing"]}
+    assert ids[0] == ids[1] == ids[2] and set(ids[0]) == kept & failing  # matched on the filter's passing
+    for _, funnel in chosen:  # an instruction without a sample the filter keeps lacks a passing sample
+        assert "dropped by another selection's filters (matched)" not in funnel.dropped

@@ -86,7 +86,82 @@ def test_killed_run_resumes(tmp_path):
     assert (new["rows_in"], new["dropped"], new["rows_out"]) == (old["rows_in"], old["dropped"], old["rows_out"])
 
 
-@pytest.mark.parametrize("case", ["missing column", "empty", "isolation"])
+# ---------------------------------------------------------------- --filter (selfalign/filters.py)
+
+STACK = ("class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n"
+         "        self.items.append(item)\n\n    def pop(self):\n        return self.items.pop()\n")
+FILTER_SAMPLES = [
+    sample("ok", 0, ADD, "assert add(1, 2) == 3\nassert add(2, 2) == 4\n",
+           instruction="Write a function `add(a, b)` that returns the sum of two numbers."),
+    sample("vacuous", 0, 'def join_words(words):\n    return "-".join(words)\n', 'assert join_words([]) == ""\n',
+           instruction="Write a function `join_words(words)` that joins a list of words with single spaces."),
+    sample("misnamed", 0, "def vowel_count(text):\n    return sum(c in 'aeiou' for c in text)\n",
+           "assert vowel_count('banana') == 3\nassert vowel_count('xyz') == 0\n",
+           instruction="Write a function `count_vowels(text)` that counts the vowels in a text."),
+    sample("one assert", 0, "def mul(a, b):\n    return a * b\n", "assert mul(2, 3) == 6\n",
+           instruction="Write a function `mul(a, b)` that multiplies two numbers."),
+    sample("fails", 0, "def sub(a, b):\n    return a - b\n", "assert sub(1, 2) == 1\n",
+           instruction="Write a function `sub(a, b)` that subtracts b from a."),
+    sample("stack", 0, STACK, "s = Stack()\ns.push(1)\ns.push(2)\nassert s.pop() == 2\nassert s.pop() == 1\n",
+           instruction="Implement a class `Stack` with `push(item)` and `pop()` (last in, first out)."),
+]
+STRICT_DROPS = {"verdict fail": 1, "own tests pass a trivial mutant (returns '')": 1,
+                "code does not define the function or class the instruction names": 1,
+                "own tests have fewer than 2 distinct asserts": 1}
+
+
+def selected(out: Path) -> set[str]:
+    return {r["instruction_id"] for r in load_input(str(out))[0].to_list()}
+
+
+def test_filter_strict_drops_and_counts_then_reselects_from_verdicts(tmp_path):
+    data = write_jsonl(tmp_path / "r.jsonl", FILTER_SAMPLES)
+    paper, strict = tmp_path / "paper", tmp_path / "strict"
+    assert run_script("verify.py", *verify_args(data, paper, "--chunk_size", "8")).returncode == 0
+    assert selected(paper) == {"ok", "vacuous", "misnamed", "one assert", "stack"}
+    proc = run_script("verify.py", *verify_args(data, strict, "--chunk_size", "8", "--filter", "strict"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert selected(strict) == {"ok", "stack"}
+    funnel = json.loads((strict / "provenance.json").read_text())["funnel"]
+    assert funnel["dropped"] == STRICT_DROPS and funnel["rows_out"] == 2
+    assert funnel["counters"]["passing: own tests pass a trivial mutant"] == 1
+    assert funnel["counters"]["passing: code does not define the named function or class"] == 1
+    checks = {v["instruction_id"]: v for v in load_input(str(paper), config="verdicts")[0].to_list()}
+    assert (checks["vacuous"]["adequate"], checks["vacuous"]["surviving_mutant"]) == (False, "returns ''")
+    assert (checks["misnamed"]["named"], checks["stack"]["adequate"], checks["ok"]["distinct_asserts"]) == \
+        (False, True, 2)
+    assert checks["fails"]["named"] is None  # only passing samples are checked
+    # another filter from the paper run's verdicts, running nothing: no bubblewrap on PATH, no sandbox possible
+    for name, expected in (("strict", {"ok", "stack"}), ("named", {"ok", "vacuous", "one assert", "stack"})):
+        again = tmp_path / f"again-{name}"
+        proc = run_script("verify.py", *verify_args(paper, again, "--from_verdicts", "true", "--filter", name),
+                          env={"PATH": "/nonexistent"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert selected(again) == expected and not (again / "parts").exists()
+    reselected = json.loads((tmp_path / "again-strict" / "provenance.json").read_text())["funnel"]
+    assert reselected["dropped"] == STRICT_DROPS
+    assert load_input(str(tmp_path / "again-strict"))[0].to_list() == load_input(str(strict))[0].to_list()
+
+
+def test_run_killed_while_checking_resumes(tmp_path):
+    passing = [sample(f"p{i}", 0, f"def add{i}(a, b):\n    return a + b + {i}\n",
+                      f"assert add{i}(1, 2) == {3 + i}\nassert add{i}(0, 0) == {i}\n",
+                      instruction=f"Write a function `add{i}(a, b)` returning a + b + {i}; case {i}.") for i in range(24)]
+    data = write_jsonl(tmp_path / "r.jsonl", FILTER_SAMPLES + passing)
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    args = ("--chunk_size", "1", "--filter", "strict")
+    assert run_script("verify.py", *verify_args(data, reference, *args)).returncode == 0
+    saved = kill_after_parts("verify.py", verify_args(data, resumed, *args), resumed / "parts" / "checks", 3)
+    assert 3 <= saved < len(FILTER_SAMPLES) + len(passing)
+    assert run_script("verify.py", *verify_args(data, resumed, *args)).returncode == 0
+    assert load_input(str(resumed))[0].to_list() == load_input(str(reference))[0].to_list()
+    new = json.loads((resumed / "provenance.json").read_text())["funnel"]
+    old = json.loads((reference / "provenance.json").read_text())["funnel"]
+    assert (new["rows_in"], new["dropped"], new["counters"], new["rows_out"]) == \
+        (old["rows_in"], old["dropped"], old["counters"], old["rows_out"])
+
+
+@pytest.mark.parametrize("case", ["missing column", "empty", "isolation", "filter"])
 def test_bad_inputs(case, tmp_path):
     out = tmp_path / "out"
     if case == "missing column":
@@ -95,7 +170,11 @@ def test_bad_inputs(case, tmp_path):
     elif case == "empty":
         (tmp_path / "r.jsonl").write_text("")
         assert_one_line_error(run_script("verify.py", *verify_args(tmp_path / "r.jsonl", out)))
-    else:
+    elif case == "isolation":
         data = write_jsonl(tmp_path / "r.jsonl", SAMPLES[:1])
         assert_one_line_error(run_script("verify.py", *verify_args(data, out, "--isolation", "docker")),
                               "isolation")
+    else:
+        data = write_jsonl(tmp_path / "r.jsonl", SAMPLES[:1])
+        assert_one_line_error(run_script("verify.py", *verify_args(data, out, "--filter", "stricter")),
+                              "--filter must be one of paper, named, adequate, named+adequate, strict")
