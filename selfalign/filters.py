@@ -29,7 +29,8 @@ Mutants replace its body (its docstring kept, everything else in the program unc
   is what tests must tell from the real one. A class with no other method (a plain record) has nothing to
   mutate.
 
-A mutant equal to the original unit (a function that already returns its first argument) is not made.
+A function that is itself trivial (`return 0`, `return x`) equals one of its mutants, which then passes its tests
+exactly as it does: tests that pass such code verify nothing either.
 Mutants run in the same sandbox and mode as the own tests (`Sandbox.map` of (mutant, tests), untrusted), all
 samples' mutants in one call. The own tests are `tests`, or the asserts in `code` when `tests` is empty (as
 the sandbox runs them).
@@ -311,7 +312,8 @@ def mutants(code: str, tests: str, unit: str) -> list[tuple[str, str]]:
     elif isinstance(original, ast.FunctionDef | ast.AsyncFunctionDef):
         for kind, source in function_mutants(original, tests_tree, False).items():
             mutant = copy.deepcopy(tree)
-            if replace_body(mutant.body[index], source):  # type: ignore[arg-type]
+            if source is not None:  # kept when it equals the original: code that is itself trivial must fail too
+                replace_body(mutant.body[index], source)  # type: ignore[arg-type]
                 made.append((kind, ast.unparse(mutant)))
     firsts: dict[str, str] = {}
     for kind, program in made:

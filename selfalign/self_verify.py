@@ -17,10 +17,12 @@ from __future__ import annotations
 import ast
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
+from selfalign import filters
 from selfalign.funnel import progress_bar
 from selfalign.responses import ResponseSettings, respond
 from selfalign.templates import chunk_seed
@@ -60,6 +62,7 @@ def execute_both(sandbox: Any, problems: Sequence[Any], rows: list[dict[str, Any
     choice weight."""
     reference = {p.task_id: p.tests for p in problems}
     imports = {p.task_id: task_imports(p.prefix_code) for p in problems}
+    instruction = {p.task_id: p.instruction for p in problems}
     runnable = [r for r in rows if r["parse_status"] != "request error"]
     programs = [imports[r["task_id"]] + r["code"] for r in runnable]
     with progress_bar(desc, 2 * len(runnable), unit="run") as bar:
@@ -67,6 +70,12 @@ def execute_both(sandbox: Any, problems: Sequence[Any], rows: list[dict[str, Any
                           on_result=lambda _i, _r: bar.update())
         ref = sandbox.map([(code, reference[r["task_id"]]) for code, r in zip(programs, runnable, strict=True)],
                           on_result=lambda _i, _r: bar.update(), trusted=True)
+        # the stricter filters' checks (selfalign/filters.py) of every own-passing sample, as verify.py runs them
+        passing = [(r, code) for r, code, o in zip(runnable, programs, own, strict=True) if o.passed]
+        checks = filters.check_samples(sandbox, [{"instruction": instruction[r["task_id"]], "code": code,
+                                                  "tests": r["tests"]} for r, code in passing])
+    for (row, _), check in zip(passing, checks, strict=True):
+        row.update(asdict(check))
     results = {id(r): (o, f) for r, o, f in zip(runnable, own, ref, strict=True)}
     for row in rows:
         if id(row) not in results:  # nothing to run: counted as failing both, as verify.py's infra_error
@@ -166,10 +175,27 @@ def mechanism(rows: Sequence[Mapping[str, Any]], seed: int, resamples: int) -> d
                    "ci95": [round(float(low), 2), round(float(high), 2)], "bootstrap_resamples": resamples,
                    "tasks_better": better, "tasks_worse": worse, "sign_test_p": sign_p,
                    "tasks_with_own_pass": len({r["task_id"] for r in rows if r["own_verdict"] == "pass"})},
+        "filters": {name: filter_figures(rows, name) for name in filters.FILTERS},
         "own_failures": dict(kinds.most_common()),
         "correct_code_sunk_by_own_tests": dict(sunk.most_common()),
         "examples": disagreement_examples(rows),
     }
+
+
+def filter_figures(rows: Sequence[Mapping[str, Any]], name: str) -> dict[str, Any]:
+    """What verify.py's `--filter name` would keep of these samples: yield (tasks left with a row, one chosen at
+    random among its kept samples) and precision (reference pass rate of the kept samples, and the expected
+    share of correct rows)."""
+    kept = [r for r in rows if filters.keeps(name, r["own_verdict"], r)]
+    by_task: dict[str, list[bool]] = {}
+    for row in kept:
+        by_task.setdefault(row["task_id"], []).append(bool(row["passed"]))
+    tasks = len({r["task_id"] for r in rows})
+    correct_rows = sum(sum(v) / len(v) for v in by_task.values())
+    return {"samples_kept": len(kept), "precision": rate(sum(bool(r["passed"]) for r in kept), len(kept)),
+            "rows": len(by_task), "tasks": tasks, "yield": round(len(by_task) / tasks, 4) if tasks else 0.0,
+            "expected_correct_rows": round(correct_rows, 2),
+            "row_precision": round(100 * correct_rows / len(by_task), 2) if by_task else None}
 
 
 def disagreement_examples(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -216,6 +242,17 @@ def report_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
         lines.append(f"| {label} | {name} | {p['plain']:.2f} | {p['self-verified']:.2f} | {p['diff']:+.2f} | "
                      f"[{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] | {p['tasks_better']} / {p['tasks_worse']} | "
                      f"{p['sign_test_p']:.3g} | {p['tasks_with_own_pass']} of {m['tasks']} |")
+    lines += ["", "What each `verify.py --filter` would keep (one row per task, chosen among its kept samples): rows "
+              "per task (yield) and the reference pass rate of the kept samples (precision, Wilson 95%) and of the "
+              "rows (expected):", "",
+              "| model | benchmark | filter | samples kept | precision (samples) | rows (yield) | correct rows "
+              "(expected) |", "|---|---|---|---:|---:|---:|---:|"]
+    for label, name, m in rows:
+        for variant, f in m.get("filters", {}).items():
+            row_precision = "–" if f["row_precision"] is None else f"{f['row_precision']:.0f}%"
+            lines.append(f"| {label} | {name} | {variant} | {f['samples_kept']} | {_pct(f['precision'])} | "
+                         f"{f['rows']} of {f['tasks']} ({100 * f['yield']:.1f}%) | {f['expected_correct_rows']:.1f} "
+                         f"({row_precision}) |")
     lines += ["", "Where own and reference verdicts disagree:", ""]
     for label, name, m in rows:
         table = m["table"]

@@ -72,6 +72,15 @@ def test_both_verdicts_come_from_the_real_sandbox():
                           "own fail, reference pass": 1, "own fail, reference fail": 1}
     assert m["examples"]["wrong code, own tests pass"][0]["sample"] == 1
     assert m["correct_code_sunk_by_own_tests"] == {"an own assert failed": 1}
+    # the stricter filters' checks, on the own-passing samples only: the vacuous test passes `return 0`, the
+    # one-assert test of HumanEval/0 passes `return numbers` (a non-empty list is true)
+    assert [r.get("adequate") for r in rows] == [None, False, True, False, None]
+    assert rows[1]["surviving_mutant"] and rows[2]["distinct_asserts"] == 2 and rows[2]["named"] is True
+    assert m["filters"]["paper"]["samples_kept"] == 3 and m["filters"]["paper"]["rows"] == 2
+    strict = m["filters"]["strict"]
+    assert strict["samples_kept"] == 1 and strict["precision"]["rate"] == 100.0 and strict["rows"] == 1
+    assert strict["yield"] == 0.5 and strict["row_precision"] == 100.0
+    assert m["filters"]["paper"]["expected_correct_rows"] == 1.5  # HumanEval/23: 1 of 2 kept; HumanEval/0: 1 of 1
 
 
 def test_task_imports_are_the_prompts_imports_only():
