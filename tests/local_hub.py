@@ -116,6 +116,7 @@ class LocalHub:
         monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", self.url + "/{repo_id}/resolve/{revision}/{filename}")
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
         monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache / "hub"))
+        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(cache / "token"))  # the token is HF_TOKEN, or none
         monkeypatch.setattr(huggingface_hub.hf_api.api, "endpoint", self.url)
         monkeypatch.setattr(datasets.config, "HF_ENDPOINT", self.url)
         monkeypatch.setattr(datasets.config, "HUB_DATASETS_URL", self.url + "/datasets/{repo_id}/resolve/{revision}/{path}")
