@@ -115,7 +115,8 @@ def open_clicked(spec: str, revision: str) -> tuple[Any, ...]:
         choices = ["all", *verdict_choices(run)]
         frame, shown = samples_frame(run, "all", "", 1)
         plot, summary, problems = eval_view(run)
-        at = (f"@`{run.revision}`" if run.revision else "") + (f" (commit `{run.commit[:12]}`)" if run.commit else "")
+        at = (f"@`{run.revision}`" if run.revision else "") + \
+             (f" (commit `{run.commit[:12]}`)" if run.commit and run.commit != run.revision else "")
         message = f"Opened {run.kind} run `{run.spec}`{at}: {stages or 'no stage outputs'}; " \
                   f"{len(run.evals)} evaluated model(s)."
         return (run, message, funnels, gr.update(choices=choices, value="all"), frame, shown, plot, summary,

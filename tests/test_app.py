@@ -316,14 +316,17 @@ def test_app_in_a_real_browser(app_url: str, browser: Any, recorded_run: Path, t
 
 
 @pytest.mark.slow
-def test_app_opens_a_pushed_run_at_main_a_tag_and_a_commit(app_url: str, browser: Any, recorded_run: Path):
+def test_app_opens_a_pushed_run_at_main_a_tag_and_a_commit(app_url: str, browser: Any, recorded_run: Path,
+                                                           tmp_path: Path):
     """`python app.py` on the run the writers pushed to the local Hub: funnels, samples, chain and evaluation."""
     head, tags = hub_refs()
     verified_tag = next(tag for tag in tags if tag.startswith("verified-"))
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     for revision, evaluated in (("", 2), (verified_tag, 0), (head, 2)):
         message = open_in_page(page, app_url, HUB_REPO, revision)
-        assert f"Opened hub run {HUB_REPO}" in message and f"commit {(tags.get(revision) or head)[:12]}" in message
+        commit = tags.get(revision) or head
+        assert message.startswith(f"Opened hub run {HUB_REPO}{'@' + revision if revision else ''}")
+        assert (revision == commit or f"(commit {commit[:12]})" in message) and commit[:12] in message, message
         assert f"{evaluated} evaluated model(s)" in message, message
         chart = page.locator("#funnels img").first
         chart.wait_for(timeout=30_000)
@@ -342,6 +345,7 @@ def test_app_opens_a_pushed_run_at_main_a_tag_and_a_commit(app_url: str, browser
     page.wait_for_function("document.querySelector('#chain').innerText.includes('Sample inst-rgb_to_yiq-0')",
                            timeout=30_000)
     assert "def rgb_to_yiq(" in page.locator("#chain").inner_text()
+    page.screenshot(path=str(tmp_path / "app-hub.png"), full_page=True)
     page.close()
 
 

@@ -16,7 +16,7 @@ from selfalign.errors import UserError
 from selfalign.funnel import Funnel
 from selfalign.hub import push_model
 from selfalign.io import StageRun, load_input
-from selfalign.runview import eval_scores, open_run
+from selfalign.runview import eval_scores, open_run, stream_rows
 
 SEEDS = [{"seed_id": f"s{i}", "content": f"def f{i}(): return {i}"} for i in range(3)]
 VERIFIED = [{"prompt": [{"role": "user", "content": f"Write add_{i}(x) returning x + {i}."}],
@@ -49,7 +49,8 @@ def test_stage_pushes_make_one_layout_on_main_and_read_back(local_hub: LocalHub,
     verified = finished_stage(tmp_path, "verified", VERIFIED, 1, extra={"verdicts": VERDICTS})
     second = verified.push("me/data")
     assert load_input(f"{verified.dir}:verdicts")[0].to_list() == VERDICTS  # the local output's extra config
-    seeds_v2 = finished_stage(tmp_path, "seeds", SEEDS, 2, rows_per_file=1)  # a new version, in 3 files
+    seeds_v2_rows = [*SEEDS, {"seed_id": "s3", "content": "def f3(): return 3"}]
+    seeds_v2 = finished_stage(tmp_path, "seeds", seeds_v2_rows, 2, rows_per_file=1)  # a new version, in 4 files
     third = seeds_v2.push("me/data")
     assert len({first, second, third}) == 3 and api.dataset_info("me/data").sha == third
     # every push a commit on main, each tag on its own push's commit
@@ -63,7 +64,7 @@ def test_stage_pushes_make_one_layout_on_main_and_read_back(local_hub: LocalHub,
     # the new seeds replaced the old file; the other stages' configs stay
     assert files_at("me/data", "main") == [
         ".gitattributes", "README.md", "seeds/README.md", "seeds/funnel.png", "seeds/provenance.json",
-        *(f"seeds/train-0000{i}-of-00003.parquet" for i in range(3)), "verdicts/train-00000-of-00001.parquet",
+        *(f"seeds/train-0000{i}-of-00004.parquet" for i in range(4)), "verdicts/train-00000-of-00001.parquet",
         "verified/README.md", "verified/funnel.png", "verified/provenance.json",
         "verified/train-00000-of-00001.parquet"]
     assert "seeds/train-00000-of-00001.parquet" in files_at("me/data", f"seeds-{seeds_v1.version}")
@@ -82,14 +83,17 @@ def test_stage_pushes_make_one_layout_on_main_and_read_back(local_hub: LocalHub,
         load_input("me/data:sft")
     # a local copy of the repo reads the same, config by config, through datasets and through --input
     copy = Path(snapshot_download("me/data", repo_type="dataset", local_dir=tmp_path / "copy"))
-    for config, rows in (("seeds", SEEDS), ("verified", VERIFIED), ("verdicts", VERDICTS)):
+    for config, rows in (("seeds", seeds_v2_rows), ("verified", VERIFIED), ("verdicts", VERDICTS)):
         assert datasets.load_dataset(str(copy), config, split="train").to_list() == rows
         assert load_input(f"{copy}:{config}")[0].to_list() == rows
     with pytest.raises(UserError, match=r"no config 'sft' \(it has: verified, verdicts, seeds\)"):
         load_input(f"{copy}:sft")
-    run = open_run("me/data")  # and as the app reads it
+    run = open_run("me/data")  # and as the app reads it: every file and row at the commit the revision names
     assert list(run.stages) == ["seeds", "verified"] and run.commit == third
-    assert run.stages["seeds"]["version"] == seeds_v2.version
+    assert run.stages["seeds"]["version"] == seeds_v2.version and list(stream_rows(run, "seeds", "train")) == seeds_v2_rows
+    run = open_run("me/data", f"seeds-{seeds_v1.version}")
+    assert list(run.stages) == ["seeds"] and run.commit == first and run.stages["seeds"]["version"] == seeds_v1.version
+    assert list(stream_rows(run, "seeds", "train")) == SEEDS
 
 
 def test_a_push_racing_another_fails_loudly_and_drops_nothing(local_hub: LocalHub, tmp_path: Path,
