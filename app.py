@@ -5,8 +5,9 @@
     python app.py --run data/demo-cpu  # opened at start
     python app.py --run org/selfalign-demo --port 7861
 
-A run is a local `data/<run_name>` folder or a Hub dataset repo that the stages pushed to (`--push_to_hub`; a
-branch per stage, or one revision given). As a Space, `space/README.md` is its card (see README "Spaces").
+A run is a local `data/<run_name>` folder or a Hub dataset repo that the stages pushed to (`--push_to_hub`, laid
+out as README "The Hub layout" says), read at `main` or at a revision given (a branch, a tag such as
+`verified-<version>`, or a commit sha). As a Space, `space/README.md` is its card (see README "Spaces").
 Bad input is a message in the page, never a traceback. The data logic is in selfalign/runview.py.
 """
 
@@ -114,8 +115,10 @@ def open_clicked(spec: str, revision: str) -> tuple[Any, ...]:
         choices = ["all", *verdict_choices(run)]
         frame, shown = samples_frame(run, "all", "", 1)
         plot, summary, problems = eval_view(run)
-        message = f"Opened {run.kind} run `{run.spec}`" + (f"@`{run.revision}`" if run.revision else "") + \
-                  f": {stages or 'no stage outputs'}; {len(run.evals)} evaluated model(s)."
+        at = (f"@`{run.revision}`" if run.revision else "") + \
+             (f" (commit `{run.commit[:12]}`)" if run.commit and run.commit != run.revision else "")
+        message = f"Opened {run.kind} run `{run.spec}`{at}: {stages or 'no stage outputs'}; " \
+                  f"{len(run.evals)} evaluated model(s)."
         return (run, message, funnels, gr.update(choices=choices, value="all"), frame, shown, plot, summary,
                 problems)
     except Exception as err:  # every failure is shown in the page
@@ -145,8 +148,8 @@ def row_selected(evt: gr.SelectData) -> str:
 def build(initial: str = "") -> gr.Blocks:
     with gr.Blocks(title="selfalign · run browser") as demo:
         gr.Markdown("# selfalign · run browser\nOpen a run: a local folder `data/<run_name>`, or a Hub dataset "
-                    "repo id the stages pushed to (`--push_to_hub`), with an optional revision (a stage branch "
-                    "or tag such as `verified-<version>`).")
+                    "repo id the stages pushed to (`--push_to_hub`), at `main` or at a revision: a branch, a tag "
+                    "such as `verified-<version>` (the run as it was then), or a commit sha.")
         run = gr.State(None)
         with gr.Row():
             spec = gr.Textbox(label="Run (local folder or Hub dataset repo id)", value=initial, elem_id="spec",

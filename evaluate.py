@@ -26,7 +26,6 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE] + [_HERE]
 
 import gc  # noqa: E402
-import hashlib  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from selfalign.backends import BackendOptions, LazyBackend  # noqa: E402
@@ -43,7 +42,7 @@ from selfalign.evaluation import (  # noqa: E402
     write_reports,
 )
 from selfalign.funnel import log, setup_logging  # noqa: E402
-from selfalign.io import push_folder  # noqa: E402
+from selfalign.hub import push_eval, push_model_card  # noqa: E402
 from selfalign.models import resolve_model  # noqa: E402
 from selfalign.sandbox import Sandbox  # noqa: E402
 
@@ -94,11 +93,11 @@ def main() -> None:
         if bench.problems is None:
             print(f"{bench.name}: {bench.source}")
     print(table)
-    if run_args.push_to_hub:  # the reports and per-sample results, on branch `eval`, tagged by their content
-        version = hashlib.sha256((out / "results.md").read_bytes()).hexdigest()[:12]
-        push_folder(out, run_args.push_to_hub, repo_type="dataset", branch="eval", tag=f"eval-{version}",
-                    private=run_args.hub_private, allow_patterns=["*.json", "*.md", "*.png"], delete_patterns=None,
-                    message=f"eval {version} (evaluate.py)")
+    if run_args.push_to_hub:  # reports and per-sample results into the run's dataset repo (see selfalign/hub.py)
+        push_eval(out, run_args.push_to_hub, run_args.hub_private)
+        for model in models:  # a model train_sft.py pushed: its card, now with model-index, to its own repo
+            if args.write_model_card and Path(model).is_dir():
+                push_model_card(Path(model))
     print(f"evaluate: {len(models)} model(s) × {sum(b.problems is not None for b in benchmarks)} benchmark(s); "
           f"results in {out}/results.md")
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from selfalign.config import RunArguments, as_dict, parse_args
 from selfalign.errors import fail, run_main
 from selfalign.funnel import Funnel, log, setup_logging
-from selfalign.io import StageRun, push_folder, read_rows
+from selfalign.hub import push_model
+from selfalign.io import StageRun, read_rows
 from selfalign.models import resolve_model
 from selfalign.training import (
     build_trainer,
@@ -33,6 +34,8 @@ from selfalign.training import (
 )
 
 STAGE = "sft"
+# what the model repo gets of the output folder (its checkpoint-*/ stay local)
+MODEL_FILES = ("*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "README.md", "funnel.png", "adapter/*")
 # SFTConfig fields that change how a run is watched or stored, not what it learns
 VOLATILE = {"output_dir", "overwrite", "push_to_hub", "hub_model_id", "hub_revision", "hub_private_repo",
             "hub_token", "hub_strategy", "resume_from_checkpoint", "logging_steps", "logging_dir", "report_to",
@@ -80,7 +83,7 @@ def main() -> None:
         log.info("%s is trained (version %s); nothing to do", run.dir, run.version)
         return
     push_to = sft_config.hub_model_id if sft_config.push_to_hub else None
-    sft_config.push_to_hub = False  # we push once, at the end, to a branch (not every checkpoint to main)
+    sft_config.push_to_hub = False  # we push once, at the end (TRL would push every checkpoint)
 
     tokenizer, template = prepare_tokenizer(model_ref, args.chat_template)
     model = load_model(model_ref, model_args.dtype, model_args.attn_implementation, args.dropout)
@@ -102,11 +105,10 @@ def main() -> None:
     print(funnel.render_text())
     print(f"{STAGE}: {saved} trained on {len(rows)} rows, {trainer.state.global_step} steps, "
           f"loss {metrics.get('train_loss', float('nan')):.4f}, in {run.dir}")
-    if push_to:
-        push_folder(run.dir, push_to, repo_type="model", branch=sft_config.hub_revision or STAGE,
-                    tag=f"{STAGE}-{run.version}", private=bool(sft_config.hub_private_repo),
-                    allow_patterns=["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "README.md", "funnel.png", "adapter/*"],
-                    delete_patterns=None, message=f"{STAGE} {run.version} (train_sft.py)")
+    if push_to:  # the model repo: this folder on main (or --hub_revision), tagged (see selfalign/hub.py)
+        push_model(run.dir, push_to, patterns=MODEL_FILES, branch=sft_config.hub_revision or "main",
+                   tag=f"{STAGE}-{run.version}", private=bool(sft_config.hub_private_repo),
+                   message=f"{STAGE} {run.version} (train_sft.py)")
 
 
 def sft_classes() -> tuple[type, type]:

@@ -11,8 +11,8 @@ An output directory is laid out so that `datasets.load_dataset(<dir>)` and the H
     <dir>/provenance.json                     machine-readable version of the same
     <dir>/parts/<phase>/<chunk>.parquet|json  work in progress; a chunk is done when its .json exists
 
-On the Hub, every stage is a config of one dataset repo, on `main` (see `StageRun.hub_files`); inputs are
-named `where[:config][@revision]`.
+On the Hub, every stage is a config of the run's dataset repo, on `main` (the layout: `selfalign/hub.py`); inputs
+are named `where[:config][@revision]`.
 
 A stage's work is cut into chunks with stable numbers. Each finished chunk is written atomically with its
 funnel counts, so a killed run resumes at the first unfinished chunk and a cluster splits chunks by position:
@@ -35,7 +35,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 
 from selfalign.config import RunArguments
 from selfalign.errors import fail
@@ -493,98 +492,30 @@ class StageRun:
         if self.run_args.push_to_hub:
             self.push(self.run_args.push_to_hub)
 
-    def hub_files(self, repo_id: str, card: str | None) -> tuple[dict[str, Path | bytes], list[str]]:
-        """This finished output as files of a Hub dataset repo where every stage is a config on `main`:
-
-            <config>/train-*.parquet       rows of each config (`seeds`, ..., `verified` and `verdicts`)
-            <stage>/README.md, provenance.json   the stage's own card and provenance
-            README.md                      the repo card, whose `configs:` lists every config pushed so far
-
-        `card` is the repo's current README.md (None for a new repo): its configs are kept, this stage's replaced.
-        Returns {path in repo: local file or content} and the folders this push replaces."""
-        from huggingface_hub import DatasetCard
-
+    def hub_files(self) -> tuple[dict[str, Path | bytes], list[str]]:
+        """This finished output as files of the run's Hub dataset repo (layout: `selfalign/hub.py`):
+        {path in repo: local file} and the configs it holds (the stage's, plus `verdicts` for verified)."""
         files: dict[str, Path | bytes] = {}
-        ours = [self.stage]
+        configs = [self.stage]
         for path in sorted((self.dir / "data").glob("*.parquet")):
             name, shard = path.name.split("-", 1)  # train-00000-of-00001.parquet, verdicts-00000-of-00001.parquet
             config = self.stage if name == "train" else name
             files[f"{config}/train-{shard}"] = path
-            ours += [config] if config not in ours else []
-        files[f"{self.stage}/README.md"] = self.dir / "README.md"
-        files[f"{self.stage}/provenance.json"] = self.dir / "provenance.json"
-        if (self.dir / "funnel.png").is_file():  # the card shows it
-            files[f"{self.stage}/funnel.png"] = self.dir / "funnel.png"
-        old = DatasetCard(card).data.to_dict() if card else {}
-        configs = [c for c in old.get("configs") or [] if c.get("config_name") not in ours]
-        configs += [{"config_name": name, "data_files": [{"split": "train", "path": f"{name}/train-*"}]} for name in ours]
-        data = {**old, "license": old.get("license", "other"), "tags": old.get("tags", ["selfalign", "code", "synthetic"]),
-                "configs": configs}
-        listing = "\n".join(f"- `{c['config_name']}`: `load_dataset(\"{repo_id}\", \"{c['config_name']}\")`" for c in configs)
-        files["README.md"] = f"""---
-{yaml.safe_dump(data, sort_keys=False, allow_unicode=True)}---
-# selfalign datasets
-
-One config per pipeline stage, all on `main`; each push is also tagged `<stage>-<version>`.
-Each stage's folder holds its card (how it was made, inputs, model, funnel) and `provenance.json`;
-`verdicts` (every sample's sandbox verdict) comes with `verified`.
-
-{listing}
-""".encode()
-        return files, ours
+            configs += [config] if config not in configs else []
+        for name in ("README.md", "provenance.json", "funnel.png"):  # the stage's card shows its funnel chart
+            if (self.dir / name).is_file():
+                files[f"{self.stage}/{name}"] = self.dir / name
+        return files, configs
 
     def push(self, repo_id: str) -> str:
-        """Publish the finished output as config(s) on `main` of a Hub dataset repo, tag the commit
-        `<stage>-<version>` and return its sha. The card is merged with the repo's in one commit whose parent
-        is the revision it was read from, so two stages pushing at once fail loudly rather than drop a config."""
-        from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
-        from huggingface_hub.errors import EntryNotFoundError
+        """Publish the finished output as config(s) on `main` of the run's Hub dataset repo, in one commit tagged
+        `<stage>-<version>`; returns its sha."""
+        from selfalign.hub import commit
 
-        api = HfApi()
-        tag = f"{self.stage}-{self.version}"
-        try:
-            api.create_repo(repo_id, repo_type="dataset", private=self.run_args.hub_private, exist_ok=True)
-            parent = api.repo_info(repo_id, repo_type="dataset").sha
-            try:
-                card = Path(api.hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=parent)).read_text()
-            except EntryNotFoundError:
-                card = None
-            files, folders = self.hub_files(repo_id, card)
-            stale = [f for f in api.list_repo_files(repo_id, repo_type="dataset", revision=parent)
-                     if f.split("/")[0] in folders and f not in files]
-            operations = [*(CommitOperationDelete(f) for f in stale),
-                          *(CommitOperationAdd(path, content) for path, content in files.items())]
-            commit = api.create_commit(repo_id, operations, repo_type="dataset", revision="main",
-                                       parent_commit=parent, commit_message=f"{self.stage} {self.version} ({self.script})")
-            sha = getattr(commit, "oid", "")
-            api.create_tag(repo_id, repo_type="dataset", tag=tag, revision=sha, exist_ok=True)
-        except Exception as err:
-            fail(f"push to {repo_id} failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
-        log.info("pushed %s to %s (configs %s on main, tag %s, commit %s)", self.dir, repo_id,
-                 ", ".join(folders), tag, sha)
-        return sha
-
-
-def push_folder(folder: Path, repo_id: str, *, repo_type: str, branch: str, tag: str, private: bool,
-                allow_patterns: Sequence[str] | None, delete_patterns: Sequence[str] | None, message: str) -> str:
-    """Upload a finished folder to `branch` of a Hub repo (created if needed) and tag the commit."""
-    from huggingface_hub import HfApi
-
-    api = HfApi()
-    try:
-        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-        api.create_branch(repo_id, repo_type=repo_type, branch=branch, exist_ok=True)
-        commit = api.upload_folder(
-            repo_id=repo_id, repo_type=repo_type, folder_path=folder, revision=branch,
-            allow_patterns=list(allow_patterns) if allow_patterns else None,
-            delete_patterns=list(delete_patterns) if delete_patterns else None, commit_message=message,
-        )
-        sha = getattr(commit, "oid", "")
-        api.create_tag(repo_id, repo_type=repo_type, tag=tag, revision=sha, exist_ok=True)
-    except Exception as err:
-        fail(f"push to {repo_id} failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
-    log.info("pushed %s to %s@%s (tag %s, commit %s)", folder, repo_id, branch, tag, sha)
-    return sha
+        files, configs = self.hub_files()
+        return commit(repo_id, "dataset", files, owned=lambda f: f.split("/")[0] in configs,
+                      tag=f"{self.stage}-{self.version}", message=f"{self.stage} {self.version} ({self.script})",
+                      private=self.run_args.hub_private, configs=configs)
 
 
 def render_card(provenance: Mapping[str, Any], funnel: Funnel, description: str, license: str) -> str:

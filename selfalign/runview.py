@@ -1,8 +1,9 @@
 """What app.py shows of a run, read lazily from a local `data/<run_name>` folder or a Hub dataset repo.
 
 A run on disk is one folder per stage (seeds, instructions, responses, verified, sft, eval), each with its
-provenance.json (which holds the stage's funnel) and data/*.parquet. On the Hub it is one dataset repo with a
-branch per stage (what `--push_to_hub` makes) and the eval reports on branch `eval`.
+provenance.json (which holds the stage's funnel) and data/*.parquet. On the Hub it is one dataset repo laid out
+as `selfalign/hub.py` says (what `--push_to_hub` makes: every stage a config on `main`, its provenance in
+<stage>/, the eval reports in eval/), read at one commit: the revision given (branch, tag or sha) or `main`.
 
 Only what a page shows is read: provenance files, and for the tables a filtered page of rows: pyarrow's dataset
 scanner on local parquet (reads just the needed row groups), `datasets` streaming on the Hub, so a paper-scale
@@ -11,13 +12,13 @@ run (millions of samples) opens as fast as a demo.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfalign.errors import fail
+from selfalign.errors import UserError, fail
+from selfalign.hub import download, eval_reports, first_line, read_json, resolve
 from selfalign.io import HUB_ID, load_input, require_columns
 
 STAGES = ("seeds", "instructions", "responses", "verified", "sft")
@@ -30,18 +31,15 @@ TABLE_COLUMNS = ("sample_id", "verdict", "reason", "instruction", "response", "t
 class Run:
     spec: str
     kind: str  # "local" or "hub"
-    revision: str | None = None
+    revision: str | None = None  # as given (Hub only)
+    commit: str | None = None  # the Hub commit every file of the run is read at
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> provenance
-    refs: dict[str, str] = field(default_factory=dict)  # stage -> local folder or Hub revision
+    refs: dict[str, str] = field(default_factory=dict)  # stage -> local folder or Hub commit
     evals: dict[str, dict[str, Any]] = field(default_factory=dict)  # model label -> evaluate.py's <label>.json
 
     @property
     def funnels(self) -> dict[str, dict[str, Any]]:
         return {stage: p["funnel"] for stage, p in self.stages.items() if "funnel" in p}
-
-
-def _first_line(err: BaseException) -> str:
-    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 def open_run(spec: str, revision: str = "") -> Run:
@@ -62,72 +60,47 @@ def open_run(spec: str, revision: str = "") -> Run:
     return run
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        fail(f"cannot read {what} {path}: {_first_line(err)}")
-    if not isinstance(data, dict):
-        fail(f"{what} {path} is not a JSON object")
-    return data
-
-
-def _eval_reports(folder: Path) -> dict[str, dict[str, Any]]:
-    reports = {}
-    for path in sorted(folder.glob("*.json")):
-        data = _read_json(path, "eval report")
-        if "benchmarks" in data:  # <label>.json; other JSON files (none today) are not reports
-            reports[str(data.get("label") or path.stem)] = data
-    return reports
-
-
 def _open_local(path: Path) -> Run:
     if not path.is_dir():
         fail(f"{path} is a file: open the run's folder (data/<run_name>), which holds one folder per stage")
     run = Run(str(path), "local")
     if (path / "provenance.json").exists():  # a single stage's folder
-        provenance = _read_json(path / "provenance.json", "provenance")
+        provenance = read_json(path / "provenance.json", "provenance")
         run.stages[str(provenance.get("stage", path.name))] = provenance
         run.refs[str(provenance.get("stage", path.name))] = str(path)
         return run
     for stage in STAGES:
         if (path / stage / "provenance.json").exists():
-            run.stages[stage] = _read_json(path / stage / "provenance.json", "provenance")
+            run.stages[stage] = read_json(path / stage / "provenance.json", "provenance")
             run.refs[stage] = str(path / stage)
     if (path / "eval").is_dir():
-        run.evals = _eval_reports(path / "eval")
+        run.evals = eval_reports(sorted((path / "eval").glob("*.json")))
     return run
 
 
 def _open_hub(repo_id: str, revision: str) -> Run:
-    """Each stage from its branch (or only `revision`, a branch or tag, when given) and eval from branch `eval`."""
-    from huggingface_hub import hf_hub_download, snapshot_download
-    from huggingface_hub.errors import RemoteEntryNotFoundError, RevisionNotFoundError
+    """Every stage's provenance and the eval reports, at the commit `revision` (or `main`) names."""
+    from huggingface_hub.errors import RevisionNotFoundError
 
-    run = Run(repo_id, "hub", revision or None)
-    refs = [revision] if revision else list(STAGES)
-    errors = []
-    for ref in refs:
-        try:
-            local = hf_hub_download(repo_id, "provenance.json", repo_type="dataset", revision=ref)
-        except (RemoteEntryNotFoundError, RevisionNotFoundError):  # not pushed (a cache miss offline is an error)
-            continue  # this stage was not pushed
-        except Exception as err:  # offline, unknown repo, no access, network: say so, once
-            errors.append(_first_line(err))
-            break
-        provenance = _read_json(Path(local), "provenance")
-        stage = str(provenance.get("stage", ref))
-        run.stages[stage], run.refs[stage] = provenance, ref
-    if errors:
-        fail(f"cannot load the Hub dataset repo {repo_id}: {errors[0]}")
-    if not revision or revision == "eval":
-        try:
-            run.evals = _eval_reports(Path(snapshot_download(repo_id, repo_type="dataset", revision="eval",
-                                                             allow_patterns=["*.json"])))
-        except (RemoteEntryNotFoundError, RevisionNotFoundError):  # not pushed (a cache miss offline is an error)
-            pass
-        except Exception as err:
-            fail(f"cannot load the eval reports of {repo_id}: {_first_line(err)}")
+    try:
+        sha, files = resolve(repo_id, revision or None)
+    except RevisionNotFoundError:
+        fail(f"{repo_id} has no revision {revision!r} (give a branch, a tag such as verified-<version>, or a commit "
+             "sha)")
+    except Exception as err:  # offline, unknown repo, no access, network: say so, once
+        fail(f"cannot load the Hub dataset repo {repo_id}: {first_line(err)}")
+    run = Run(repo_id, "hub", revision or None, sha)
+    try:
+        for stage in STAGES:
+            if f"{stage}/provenance.json" in files:
+                run.stages[stage] = read_json(download(repo_id, f"{stage}/provenance.json", sha), "provenance")
+                run.refs[stage] = sha
+        run.evals = eval_reports(download(repo_id, f, sha) for f in files
+                                 if f.startswith("eval/") and f.count("/") == 1 and f.endswith(".json"))
+    except UserError:
+        raise
+    except Exception as err:
+        fail(f"cannot read {repo_id}@{sha[:12]}: {first_line(err)}")
     return run
 
 
@@ -166,8 +139,9 @@ def stream_rows(run: Run, stage: str, config: str, equals: Mapping[str, str] | N
         for batch in dataset.to_batches(filter=expression, batch_size=256):
             yield from batch.to_pylist()
         return
-    ds, _ = load_input(f"{run.spec}@{run.refs[stage]}", split="train", streaming=True, name=config)
-    require_columns(ds.column_names, needed, f"{run.spec}@{run.refs[stage]} ({config})")
+    hub_config = stage if config == "train" else config  # every config of a stage is a config of the repo
+    ds, _ = load_input(f"{run.spec}@{run.refs[stage]}", split="train", streaming=True, config=hub_config)
+    require_columns(ds.column_names, needed, f"{run.spec}:{hub_config}@{run.refs[stage]}")
     for row in ds:
         if all(str(row.get(k)) == v for k, v in equals.items()) and \
                 all(v in str(row.get(k) or "") for k, v in contains.items()):

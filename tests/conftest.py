@@ -5,9 +5,11 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from local_hub import LocalHub
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -42,6 +44,26 @@ def sample_source(tmp_path: Path) -> Path:
     for name in SAMPLE_MODULES:
         shutil.copy(STDLIB / name, src / name)
     return src
+
+
+def online_recipe(folder: Path) -> Path:
+    """The demo recipe without its `env` that switches the Hub off (to push to `local_hub`)."""
+    import yaml
+
+    recipe = yaml.safe_load((ROOT / "recipes" / "demo-cpu.yaml").read_text())
+    recipe["env"] = {k: v for k, v in recipe.get("env", {}).items() if not k.endswith("_OFFLINE")}
+    path = folder / "demo-cpu-online.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.fixture
+def local_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalHub]:
+    """A Hub on 127.0.0.1 (tests/local_hub.py) that this process and the scripts it runs with `local_hub.env()`
+    talk to through huggingface_hub and datasets, as they would to the real one."""
+    with LocalHub() as hub:
+        hub.point_at(monkeypatch, tmp_path / "hf-home")
+        yield hub
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
-"""app.py: the run browser's data layer on a small recorded run, and the app itself in a real headless Chromium
-(Debian's `chromium`, driven by playwright): funnel chart, filtering by verdict, a sample's chain, bad inputs."""
+"""app.py: the run browser's data layer on a small recorded run, on disk and pushed by the real writers to a local
+Hub (tests/local_hub.py), and the app itself in a real headless Chromium (Debian's `chromium`, driven by
+playwright): funnel chart, filtering by verdict, a sample's chain, the evaluation, bad inputs."""
 
 from __future__ import annotations
 
@@ -20,15 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, run_script
+from conftest import ROOT, online_recipe, run_script
+from local_hub import LocalHub
 
 from selfalign.config import RunArguments
 from selfalign.errors import UserError
 from selfalign.funnel import Funnel
+from selfalign.hub import push_eval
 from selfalign.io import StageRun
-from selfalign.runview import chain, eval_problems, open_run, samples, verdict_choices
+from selfalign.runview import chain, eval_problems, eval_scores, open_run, samples, verdict_choices
 
 CHROMIUM = "/usr/bin/chromium"
+HUB_REPO = "me/selfalign-demo"  # where the recorded run is pushed, on the local Hub
 
 # real functions of the standard library as seeds; instructions and responses as a model writes them
 SEEDS = [(f.__name__, inspect.getsource(f)) for f in (colorsys.rgb_to_hsv, colorsys.hsv_to_rgb, colorsys.rgb_to_yiq)]
@@ -50,27 +54,30 @@ RESPONSES = {  # per seed: (instruction, [(code, tests)] one per sample)
 }
 
 
-def finalize(folder: Path, stage: str, rows: list[dict[str, Any]], funnel: Funnel, **extra: Any) -> None:
+def finalize(folder: Path, stage: str, rows: list[dict[str, Any]], funnel: Funnel, **extra: Any) -> StageRun:
     run = StageRun(stage, f"{stage}.py", RunArguments(output_dir=str(folder)), {"test": True}, {})
     assert run.open()
     run.finalize(rows, funnel, description=f"recorded {stage} run for the app test", **extra)
+    return run
 
 
-def record_run(root: Path) -> Path:
+def record_run(root: Path, hub: LocalHub) -> Path:
     """A small run as the stages lay it out: seeds, instructions and responses written by the stages' own
-    writer (StageRun), verified by the real verify.py in the sandbox, and two models' eval reports."""
+    writer (StageRun), verified by the real verify.py in the sandbox, and two models' eval reports. Each is
+    pushed to `HUB_REPO` on the local Hub as it is made, by the same writers: StageRun.push, verify.py's
+    --push_to_hub, and evaluate.py's push of its reports."""
     seeds = [{"seed_id": f"seed-{name}", "name": name, "content": source} for name, source in SEEDS]
     funnel = Funnel("seeds")
     funnel.rows_in = 7
     funnel.drop("no docstring", 3)
     funnel.drop("pyright error", 1)
-    finalize(root / "seeds", "seeds", seeds, funnel)
+    finalize(root / "seeds", "seeds", seeds, funnel).push(HUB_REPO)
     instructions = [{"instruction_id": f"inst-{s['name']}", "seed_id": s["seed_id"], "seed": s["content"],
                      "concepts": ["tuple unpacking", "float arithmetic"], "category": "function implementation",
                      "difficulty": "easy", "instruction": RESPONSES[s["name"]][0]} for s in seeds]
     funnel = Funnel("instructions")
     funnel.rows_in = 3
-    finalize(root / "instructions", "instructions", instructions, funnel)
+    finalize(root / "instructions", "instructions", instructions, funnel).push(HUB_REPO)
     responses = []
     for inst, seed in zip(instructions, seeds, strict=True):
         for index, (code, tests) in enumerate(RESPONSES[seed["name"]][1]):
@@ -81,11 +88,11 @@ def record_run(root: Path) -> Path:
                 "code": code, "tests": tests, "parse_status": "ok", "finish_reason": "stop"})
     funnel = Funnel("responses")
     funnel.rows_in = 3
-    finalize(root / "responses", "responses", responses, funnel)
+    finalize(root / "responses", "responses", responses, funnel).push(HUB_REPO)
     isolation = "bwrap" if shutil.which("bwrap") else "none"
-    proc = run_script("verify.py", "--config", str(ROOT / "recipes" / "demo-cpu.yaml"), "--input",
+    proc = run_script("verify.py", "--config", str(online_recipe(root.parent)), "--input",
                       str(root / "responses"), "--output_dir", str(root / "verified"), "--isolation", isolation,
-                      "--workers", "2")
+                      "--workers", "2", "--push_to_hub", HUB_REPO, env=hub.env(root.parent / "hf-home"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     (root / "eval").mkdir()
     for label, passed in (("base", [True, False, False]), ("self-aligned", [True, True, False])):
@@ -95,12 +102,21 @@ def record_run(root: Path) -> Path:
                  "subset": "subset: 3 of 164", "samples": rows}
         report = {"label": label, "model": {"name": f"{label}-model"}, "benchmarks": {"humaneval": bench}}
         (root / "eval" / f"{label}.json").write_text(json.dumps(report))
+    push_eval(root / "eval", HUB_REPO, private=False)
     return root
 
 
 @pytest.fixture(scope="module")
-def recorded_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return record_run(tmp_path_factory.mktemp("run") / "demo")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHub]:
+    """The local Hub, for this module's tests and the app they start (see conftest's `local_hub`)."""
+    with LocalHub() as served, pytest.MonkeyPatch.context() as monkeypatch:
+        served.point_at(monkeypatch, tmp_path_factory.mktemp("hf-home"))
+        yield served
+
+
+@pytest.fixture(scope="module")
+def recorded_run(tmp_path_factory: pytest.TempPathFactory, hub: LocalHub) -> Path:
+    return record_run(tmp_path_factory.mktemp("run") / "demo", hub)
 
 
 # ---------------------------------------------------------------- the data layer
@@ -123,6 +139,45 @@ def test_open_a_local_run(recorded_run: Path):
     problems = {r["task_id"]: r for r in eval_problems(run)}
     assert problems["HumanEval/1"]["solved by"] == "self-aligned" and problems["HumanEval/2"]["solved by"] == "none"
     assert problems["HumanEval/0"]["base"] == "✓ 1/1"
+
+
+def hub_refs() -> tuple[str, dict[str, str]]:
+    """The pushed run's head commit and its tags -> commits."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    tags = api.list_repo_refs(HUB_REPO, repo_type="dataset").tags
+    return api.dataset_info(HUB_REPO).sha or "", {tag.name: tag.target_commit for tag in tags}
+
+
+def test_a_pushed_run_opens_at_main_a_tag_and_a_commit(recorded_run: Path):
+    """The run as the writers pushed it, read by the app's reader: the same stages, pages, chains and scores as
+    on disk, at `main` however it is named, and at a stage's tag as it was then (before the evaluation)."""
+    local = open_run(str(recorded_run))
+    stages = ["seeds", "instructions", "responses", "verified"]
+    head, tags = hub_refs()
+    eval_tag = next(tag for tag in tags if tag.startswith("eval-"))
+    assert set(tags) == {f"{s}-{local.stages[s]['version']}" for s in stages} | {eval_tag} and tags[eval_tag] == head
+    for revision in ("", "main", eval_tag, head):
+        run = open_run(HUB_REPO, revision)
+        assert (run.kind, run.revision, run.commit) == ("hub", revision or None, head)
+        assert list(run.stages) == stages and run.stages == local.stages and run.evals == local.evals
+    verified_tag = f"verified-{local.stages['verified']['version']}"
+    before_eval = open_run(f"{HUB_REPO}@{verified_tag}")
+    assert before_eval.commit == tags[verified_tag] != head
+    assert list(before_eval.stages) == stages and not before_eval.evals
+    assert list(open_run(HUB_REPO, f"seeds-{local.stages['seeds']['version']}").stages) == ["seeds"]
+    for run in (open_run(HUB_REPO), before_eval):  # rows streamed from the Hub at the run's commit
+        assert verdict_choices(run) == verdict_choices(local) == ["error", "fail", "pass"]
+        assert samples(run, "all", "", 1) == samples(local, "all", "", 1) and len(samples(run, "all", "", 1)) == 6
+        assert samples(run, "pass", "", 2, size=2) == samples(local, "pass", "", 2, size=2)
+        assert [r["sample_id"] for r in samples(run, "all", "NameError", 1)] == ["inst-rgb_to_yiq-1"]
+        assert chain(run, "inst-hsv_to_rgb-0") == chain(local, "inst-hsv_to_rgb-0")
+    run = open_run(HUB_REPO)
+    assert eval_problems(run) == eval_problems(local) and eval_scores(run) == {
+        "base": {"humaneval": 33.33}, "self-aligned": {"humaneval": 66.67}}
+    with pytest.raises(UserError, match=f"{HUB_REPO} has no revision 'verified-0'"):
+        open_run(HUB_REPO, "verified-0")
 
 
 def test_bad_runs_are_one_line_errors(recorded_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -154,10 +209,10 @@ def die_with_parent() -> None:
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def app_url(tmp_path_factory: pytest.TempPathFactory, hub: LocalHub) -> Iterator[str]:
     port = free_port()
     log = (tmp_path_factory.mktemp("app") / "app.log").open("w")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {**os.environ, **hub.env(tmp_path_factory.mktemp("app-hf-home")), "GRADIO_ANALYTICS_ENABLED": "False"}
     proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port)], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
     try:
@@ -200,9 +255,10 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
-def open_in_page(page: Any, url: str, spec: str) -> str:
+def open_in_page(page: Any, url: str, spec: str, revision: str = "") -> str:
     page.goto(url)
     page.locator("#spec textarea, #spec input").first.fill(spec)
+    page.locator("#revision textarea, #revision input").first.fill(revision)
     page.locator("#open").click()
     page.wait_for_function("/Opened|⚠️/.test(document.querySelector('#message').innerText)", timeout=60_000)
     return page.locator("#message").inner_text()
@@ -260,6 +316,40 @@ def test_app_in_a_real_browser(app_url: str, browser: Any, recorded_run: Path, t
 
 
 @pytest.mark.slow
+def test_app_opens_a_pushed_run_at_main_a_tag_and_a_commit(app_url: str, browser: Any, recorded_run: Path,
+                                                           tmp_path: Path):
+    """`python app.py` on the run the writers pushed to the local Hub: funnels, samples, chain and evaluation."""
+    head, tags = hub_refs()
+    verified_tag = next(tag for tag in tags if tag.startswith("verified-"))
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    for revision, evaluated in (("", 2), (verified_tag, 0), (head, 2)):
+        message = open_in_page(page, app_url, HUB_REPO, revision)
+        commit = tags.get(revision) or head
+        assert message.startswith(f"Opened hub run {HUB_REPO}{'@' + revision if revision else ''}")
+        assert (revision == commit or f"(commit {commit[:12]})" in message) and commit[:12] in message, message
+        assert f"{evaluated} evaluated model(s)" in message, message
+        chart = page.locator("#funnels img").first
+        chart.wait_for(timeout=30_000)
+        assert chart.evaluate("img => img.naturalHeight") > 400  # four stages' panels
+        page.wait_for_function(f"document.querySelectorAll('{BODY_ROWS}').length >= 6", timeout=30_000)
+        assert len(table_rows(page)) == 6
+        if evaluated:
+            page.locator("#eval-chart img").first.wait_for(timeout=30_000)
+            assert "only self-aligned solves: 1" in page.locator("#eval-summary").inner_text()
+        else:
+            assert "This run has no evaluation" in page.locator("#eval-summary").inner_text()
+    page.locator("#verdict").get_by_text("pass", exact=True).click()  # at the commit: filter, then a chain
+    page.wait_for_function(f"document.querySelectorAll('{BODY_ROWS}').length == 3", timeout=30_000)
+    assert all("pass" in row for row in table_rows(page))
+    page.locator("#samples").get_by_text("inst-rgb_to_yiq-0", exact=True).click()
+    page.wait_for_function("document.querySelector('#chain').innerText.includes('Sample inst-rgb_to_yiq-0')",
+                           timeout=30_000)
+    assert "def rgb_to_yiq(" in page.locator("#chain").inner_text()
+    page.screenshot(path=str(tmp_path / "app-hub.png"), full_page=True)
+    page.close()
+
+
+@pytest.mark.slow
 def test_app_shows_bad_input_as_a_message(app_url: str, browser: Any, tmp_path: Path):
     missing_columns = tmp_path / "odd" / "verified"
     finalize(missing_columns, "verified", [{"x": 1}], Funnel("verified"), extra={"verdicts": [{"verdict": "pass"}]})
@@ -300,50 +390,3 @@ def test_space_folder_is_a_gradio_space_that_runs_on_its_own(tmp_path: Path):
     proc = subprocess.run([sys.executable, str(ROOT / "space" / "deploy.py"), "no-slash"], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: give the Space id")
-
-
-def test_a_hub_run_is_read_branch_by_branch(recorded_run: Path, monkeypatch: pytest.MonkeyPatch):
-    """The Hub layout `--push_to_hub` makes (a branch per stage, eval reports on branch `eval`), served from the
-    recorded run by stand-ins for the two download calls and for streaming: no network here."""
-    import httpx2
-    import huggingface_hub
-    from huggingface_hub.errors import RevisionNotFoundError
-
-    import selfalign.runview as runview
-
-    def missing(revision: str) -> RevisionNotFoundError:
-        response = httpx2.Response(404, request=httpx2.Request("GET", f"https://hub/{revision}"))
-        return RevisionNotFoundError(f"no revision {revision}", response=response)
-
-    fetched = []
-
-    def hf_hub_download(repo_id: str, filename: str, repo_type: str, revision: str) -> str:
-        fetched.append((repo_id, filename, repo_type, revision))
-        if not (recorded_run / revision / filename).exists():
-            raise missing(revision)
-        return str(recorded_run / revision / filename)
-
-    def snapshot_download(repo_id: str, repo_type: str, revision: str, allow_patterns: list[str]) -> str:
-        assert (repo_type, revision, allow_patterns) == ("dataset", "eval", ["*.json"])
-        return str(recorded_run / "eval")
-
-    def load_input(spec: str, split: str, streaming: bool, name: str) -> tuple[Any, None]:
-        import datasets
-
-        repo, _, branch = spec.partition("@")
-        assert repo == "me/selfalign-demo" and streaming
-        files = sorted(str(p) for p in (recorded_run / branch / "data").glob(f"{name}-*.parquet"))
-        return datasets.load_dataset("parquet", data_files=files, split=split, streaming=True), None
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
-    monkeypatch.setattr(runview, "load_input", load_input)
-    run = open_run("me/selfalign-demo")
-    assert run.kind == "hub" and list(run.stages) == ["seeds", "instructions", "responses", "verified"]
-    assert [f[3] for f in fetched] == ["seeds", "instructions", "responses", "verified", "sft"]
-    assert set(run.evals) == {"base", "self-aligned"}
-    local = open_run(str(recorded_run))
-    assert samples(run, "fail", "", 1) == samples(local, "fail", "", 1)
-    assert chain(run, "inst-hsv_to_rgb-0") == chain(local, "inst-hsv_to_rgb-0")
-    pinned = open_run("me/selfalign-demo", "verified")
-    assert list(pinned.stages) == ["verified"] and not pinned.evals

@@ -16,7 +16,6 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, assert_one_line_error, run_script
 
-from selfalign.errors import UserError
 from selfalign.funnel import Funnel
 from selfalign.models import resolve_model
 from selfalign.templates import SC2_CHAT_TEMPLATE
@@ -210,35 +209,3 @@ def test_two_processes_under_accelerate_launch(tiny_model: str, verified: Path, 
     assert all(f"process {rank} of 2 saves the model" in proc.stderr for rank in (0, 1)), proc.stderr[-3000:]
     assert proc.stdout.count("sft: merged model + LoRA adapter (adapter/) trained") == 1
     assert (out / "adapter" / "adapter_config.json").is_file() and not any("lora" in k for k in weights(out))
-
-
-def test_push_goes_to_a_branch_and_tags_the_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import huggingface_hub
-
-    from selfalign.io import push_folder
-
-    calls: list[tuple[str, dict]] = []
-
-    class RecordingApi:
-        def __getattr__(self, name: str):
-            def record(*args: object, **kwargs: object) -> object:
-                calls.append((name, {"args": args, **kwargs}))
-                return type("Commit", (), {"oid": "abc123"})()
-            return record
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
-    sha = push_folder(tmp_path, "org/model", repo_type="model", branch="sft", tag="sft-v1", private=True,
-                      allow_patterns=["*.json"], delete_patterns=None, message="m")
-    names = [name for name, _ in calls]
-    assert sha == "abc123" and names == ["create_repo", "create_branch", "upload_folder", "create_tag"]
-    assert calls[0][1]["private"] is True and calls[1][1]["branch"] == "sft"
-    assert calls[2][1]["revision"] == "sft" and calls[3][1]["revision"] == "abc123" and calls[3][1]["tag"] == "sft-v1"
-
-    class FailingApi(RecordingApi):
-        def create_repo(self, *args: object, **kwargs: object) -> None:
-            raise OSError("401 Client Error: Unauthorized\nmore")
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FailingApi)
-    with pytest.raises(UserError, match=r"^push to org/model failed: 401 Client Error: Unauthorized$"):
-        push_folder(tmp_path, "org/model", repo_type="model", branch="sft", tag="t", private=False,
-                    allow_patterns=None, delete_patterns=None, message="m")
