@@ -99,7 +99,7 @@ def train(candidate: list[str], rows: list[dict[str, Any]], work: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--verified", required=True, help="a finished verify.py output (its verdicts config)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--folds", type=int, default=3)
