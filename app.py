@@ -1,5 +1,6 @@
 """Browse a selfalign run: the funnel of every stage, the samples and their verdicts, one sample's whole chain
-(seed → instruction → response → sandbox verdict), and base vs tuned on every benchmark problem.
+(seed → instruction → response → sandbox verdict), base vs tuned on every benchmark problem, and whether the
+model's own tests pick correct code (self-verification).
 
     python app.py                      # then open http://127.0.0.1:7860 and enter data/demo-cpu
     python app.py --run data/demo-cpu  # opened at start
@@ -20,6 +21,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from selfalign import self_verify
 from selfalign.charts import eval_figure, funnels_figure
 from selfalign.errors import UserError
 from selfalign.runview import (
@@ -105,6 +107,17 @@ def eval_view(run: Run) -> tuple[Any, str, pd.DataFrame]:
     return eval_figure(eval_scores(run)), "\n".join(lines), pd.DataFrame(rows)
 
 
+def self_verify_view(run: Run) -> tuple[Any, str]:
+    """The self-verification figures (evaluate.py --section evaluate_self_verify): own tests against reference."""
+    reports = run.self_verified
+    if not reports:
+        return None, "This run has no self-verification (`make self-verify` writes `self-verify/`)."
+    scores, intervals = self_verify.chart_data(reports)
+    figure = eval_figure(scores, "reference pass rate", intervals, group="samples", ymax=None,
+                         note="Wilson 95% intervals")
+    return figure, self_verify.report_markdown(reports).split("\n", 1)[1]  # its heading is the page's
+
+
 def open_clicked(spec: str, revision: str) -> tuple[Any, ...]:
     empty = pd.DataFrame()
     try:
@@ -115,14 +128,16 @@ def open_clicked(spec: str, revision: str) -> tuple[Any, ...]:
         choices = ["all", *verdict_choices(run)]
         frame, shown = samples_frame(run, "all", "", 1)
         plot, summary, problems = eval_view(run)
+        checked_plot, checked = self_verify_view(run)
         at = (f"@`{run.revision}`" if run.revision else "") + \
              (f" (commit `{run.commit[:12]}`)" if run.commit and run.commit != run.revision else "")
         message = f"Opened {run.kind} run `{run.spec}`{at}: {stages or 'no stage outputs'}; " \
                   f"{len(run.evals)} evaluated model(s)."
         return (run, message, funnels, gr.update(choices=choices, value="all"), frame, shown, plot, summary,
-                problems)
+                problems, checked_plot, checked)
     except Exception as err:  # every failure is shown in the page
-        return (None, problem(err), None, gr.update(choices=["all"], value="all"), empty, "", None, "", empty)
+        return (None, problem(err), None, gr.update(choices=["all"], value="all"), empty, "", None, "", empty, None,
+                "")
 
 
 def filter_changed(run: Run | None, verdict: str, reason: str, number: float | None) -> tuple[pd.DataFrame, str]:
@@ -176,8 +191,13 @@ def build(initial: str = "") -> gr.Blocks:
         eval_plot = gr.Plot(elem_id="eval-chart", show_label=False)
         eval_summary = gr.Markdown(elem_id="eval-summary")
         eval_table = gr.Dataframe(elem_id="eval-table", interactive=False, max_height=420)
+        gr.Markdown("## Self-verification\nDo the model's own tests pick correct code? Each answer run with its own "
+                    "tests and with the benchmark's.")
+        checked_plot = gr.Plot(elem_id="self-verify-chart", show_label=False)
+        checked = gr.Markdown(elem_id="self-verify")
 
-        outputs = [run, message, funnels, verdict, table, shown, eval_plot, eval_summary, eval_table]
+        outputs = [run, message, funnels, verdict, table, shown, eval_plot, eval_summary, eval_table, checked_plot,
+                   checked]
         open_button.click(open_clicked, [spec, revision], outputs)
         spec.submit(open_clicked, [spec, revision], outputs)
         if initial:

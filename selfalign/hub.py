@@ -9,7 +9,8 @@ at once fail loudly instead of dropping each other's files), and tagged with wha
     <stage>/README.md, provenance.json, funnel.png    the stage's card, provenance (with its funnel) and chart
     eval/train-*.parquet               config eval: one row per model, benchmark and sample (evaluate.py)
     eval/<label>.json, results.md, results.png, README.md    evaluate.py's reports
-    tags <stage>-<version> and eval-<version>
+    self-verify/..., eval-passk/...    the same for another evaluate.py output folder (named by that folder)
+    tags <stage>-<version> and eval-<version> (self-verify-<version>, ...)
 
 A model trained by train_sft.py is a model repo of its own: its folder on `main` (the model card README.md,
 weights, tokenizer, provenance.json, funnel.png) tagged sft-<version>; evaluate.py then pushes the card with its
@@ -106,24 +107,26 @@ Browse it with selfalign's `app.py`.
 
 
 def push_eval(out: Path, repo_id: str, private: bool) -> str:
-    """evaluate.py's reports into the run's dataset repo: `eval/` and the config `eval`, tagged by content."""
+    """evaluate.py's reports into the run's dataset repo under the name of their folder (`eval`, or
+    `self-verify`, `eval-passk`, ...: one folder and config each), tagged by content."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     reports = eval_reports(sorted(out.glob("*.json")))
     if not reports:
         fail(f"{out} holds no evaluation report (<label>.json) to push")
-    files: dict[str, FileSource] = {f"eval/{p.name}": p for p in sorted(out.iterdir())
+    name = out.name
+    files: dict[str, FileSource] = {f"{name}/{p.name}": p for p in sorted(out.iterdir())
                                     if p.is_file() and p.suffix in EVAL_FILES}
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(eval_rows(reports)), buffer)
-    files["eval/train-00000-of-00001.parquet"] = buffer.getvalue()
+    files[f"{name}/train-00000-of-00001.parquet"] = buffer.getvalue()
     digest = hashlib.sha256()
     for path, content in sorted(files.items()):
         digest.update(path.encode() + (content if isinstance(content, bytes) else content.read_bytes()))
     version = digest.hexdigest()[:12]
-    return commit(repo_id, "dataset", files, owned=lambda f: f.startswith("eval/"), tag=f"eval-{version}",
-                  message=f"eval {version} (evaluate.py)", private=private, configs=["eval"])
+    return commit(repo_id, "dataset", files, owned=lambda f: f.startswith(f"{name}/"), tag=f"{name}-{version}",
+                  message=f"{name} {version} (evaluate.py)", private=private, configs=[name])
 
 
 def eval_rows(reports: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -131,7 +134,7 @@ def eval_rows(reports: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [{"model": label, "model_name": str(report.get("model", {}).get("name", "")), "benchmark": name,
              "task_id": str(sample["task_id"]), "sample": int(sample.get("sample", 0)), "passed": bool(sample["passed"]),
              "verdict": str(sample.get("verdict", "")), "reason": str(sample.get("reason", "")),
-             "completion": str(sample.get("completion", ""))}
+             "completion": str(sample.get("completion", sample.get("code", "")))}
             for label, report in reports.items() for name, bench in report["benchmarks"].items()
             for sample in bench.get("samples", [])]
 

@@ -35,7 +35,21 @@ class Run:
     commit: str | None = None  # the Hub commit every file of the run is read at
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> provenance
     refs: dict[str, str] = field(default_factory=dict)  # stage -> local folder or Hub commit
-    evals: dict[str, dict[str, Any]] = field(default_factory=dict)  # model label -> evaluate.py's <label>.json
+    # evaluate.py output folder (eval, self-verify, ...) -> model label -> its <label>.json
+    evaluations: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def evals(self) -> dict[str, dict[str, Any]]:
+        """The main evaluation (folder `eval`): model label -> report."""
+        return self.evaluations.get("eval", {})
+
+    @property
+    def self_verified(self) -> dict[str, dict[str, Any]]:
+        """Reports holding self-verification figures (evaluate.py --selection self_verified), "folder/label"
+        -> report."""
+        return {f"{folder}/{label}" if folder != "self-verify" else label: report
+                for folder, reports in self.evaluations.items() for label, report in reports.items()
+                if any("self_verify" in bench for bench in report["benchmarks"].values())}
 
     @property
     def funnels(self) -> dict[str, dict[str, Any]]:
@@ -54,9 +68,9 @@ def open_run(spec: str, revision: str = "") -> Run:
         run = _open_hub(spec.split("@")[0], revision or (spec.split("@")[1] if "@" in spec else ""))
     else:
         fail(f"run not found: {spec} is neither a local folder nor a Hub dataset repo id `org/name`")
-    if not run.stages and not run.evals:
+    if not run.stages and not run.evaluations:
         fail(f"{spec} holds no selfalign run: no stage output (seeds/, instructions/, responses/, verified/, sft/ "
-             "with provenance.json) and no eval/<label>.json")
+             "with provenance.json) and no evaluation (eval/<label>.json)")
     return run
 
 
@@ -73,8 +87,10 @@ def _open_local(path: Path) -> Run:
         if (path / stage / "provenance.json").exists():
             run.stages[stage] = read_json(path / stage / "provenance.json", "provenance")
             run.refs[stage] = str(path / stage)
-    if (path / "eval").is_dir():
-        run.evals = eval_reports(sorted((path / "eval").glob("*.json")))
+    for folder in sorted(p for p in path.iterdir() if p.is_dir() and p.name not in STAGES):
+        reports = eval_reports(sorted(folder.glob("*.json")))
+        if reports:
+            run.evaluations[folder.name] = reports
     return run
 
 
@@ -95,8 +111,13 @@ def _open_hub(repo_id: str, revision: str) -> Run:
             if f"{stage}/provenance.json" in files:
                 run.stages[stage] = read_json(download(repo_id, f"{stage}/provenance.json", sha), "provenance")
                 run.refs[stage] = sha
-        run.evals = eval_reports(download(repo_id, f, sha) for f in files
-                                 if f.startswith("eval/") and f.count("/") == 1 and f.endswith(".json"))
+        folders = sorted({f.split("/")[0] for f in files if f.count("/") == 1 and f.endswith(".json")} - set(STAGES))
+        for folder in folders:
+            reports = eval_reports(download(repo_id, f, sha) for f in files
+                                   if f.startswith(f"{folder}/") and f.count("/") == 1 and f.endswith(".json")
+                                   and not f.endswith("/provenance.json"))
+            if reports:
+                run.evaluations[folder] = reports
     except UserError:
         raise
     except Exception as err:

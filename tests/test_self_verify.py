@@ -19,11 +19,15 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, assert_one_line_error, run_script
+from local_hub import LocalHub
 
+import app
 from selfalign.backends import BackendOptions
 from selfalign.config import parse_args
 from selfalign.evaluation import EvaluateArguments, load_humaneval, per_problem, response_settings, summarize
+from selfalign.hub import push_eval
 from selfalign.responses import ResponseSettings
+from selfalign.runview import open_run
 from selfalign.sandbox import Sandbox
 from selfalign.self_verify import (
     add_choice_weights,
@@ -167,10 +171,10 @@ def test_bad_self_verified_arguments_are_one_line_errors(tmp_path: Path):
 
 
 @requires_bwrap
-def test_script_end_to_end_resumes_after_sigkill(tiny_model: str, tmp_path: Path):
+def test_script_end_to_end_resumes_after_sigkill(tiny_model: str, tmp_path: Path, local_hub: LocalHub):
     """The real script on a tiny random model (transformers): killed once a chunk of answers is saved, then
     rerun, it gives the samples and verdicts of an uninterrupted run; results.md, the chart and the model card
-    carry the self-verification figures."""
+    carry the self-verification figures, and the app shows them for the run on disk and as pushed to the Hub."""
     model = tmp_path / "tiny"
     shutil.copytree(tiny_model, model)
     args = ["--config", str(ROOT / "recipes" / "demo-cpu.yaml"), "--section", "evaluate_self_verify", "--backend",
@@ -206,3 +210,12 @@ def test_script_end_to_end_resumes_after_sigkill(tiny_model: str, tmp_path: Path
     assert (straight / "self_verify.png").read_bytes()[:4] == b"\x89PNG"
     assert "### Self-verification" in (model / "README.md").read_text()
     assert "Self-verified pass@1" in first.stdout
+    # the app: the run folder on disk, then as the evaluation pushes it to the (local) Hub
+    run_dir = tmp_path / "run"
+    shutil.copytree(straight, run_dir / "self-verify", ignore=shutil.ignore_patterns(".parts"))
+    push_eval(run_dir / "self-verify", "me/run", private=False)
+    for run in (open_run(str(run_dir)), open_run("me/run")):
+        assert list(run.self_verified) == ["base"] and not run.evals
+        figure, text = app.self_verify_view(run)
+        assert figure is not None and "| base | humaneval |" in text and "| base | humaneval | strict |" in text
+
