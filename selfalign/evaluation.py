@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfalign import self_verify
+from selfalign import filters, self_verify
 from selfalign.errors import fail
 from selfalign.funnel import Funnel, log, progress_bar
 from selfalign.io import atomic_write, file_sha256, library_versions
@@ -787,6 +787,9 @@ def evaluate_model(label: str, lazy: Any, benchmarks: Sequence[Benchmark], args:
     result: dict[str, Any] = {"label": label, "model": model, "libraries": library_versions(), "benchmarks": {},
                               "not_run": {}}
     pending: list[tuple[Benchmark, RunSpec]] = []
+    # (benchmark, spec, generated rows, generation stats, parts folder to remove once executed)
+    to_execute: list[tuple[Benchmark, RunSpec, list[dict[str, Any]], dict[str, Any], Path | None]] = []
+    executed_by = execution_version()
     for bench in benchmarks:
         if bench.problems is None:
             result["not_run"][bench.name] = bench.source
@@ -794,36 +797,51 @@ def evaluate_model(label: str, lazy: Any, benchmarks: Sequence[Benchmark], args:
         spec = RunSpec(bench.name, fingerprint(bench.problems), model,
                        result_settings(args, lazy.options.chat, seed))
         previous = saved.get("benchmarks", {}).get(bench.name)
-        if previous and previous.get("hash") == spec.hash:
+        if previous and previous.get("hash") == spec.hash and previous.get("executed_by") == executed_by:
             log.info("%s · %s: finished earlier (%s), not redone", label, bench.name, spec.hash)
             result["benchmarks"][bench.name] = previous
+        elif previous and previous.get("hash") == spec.hash:  # the sandbox or the checks changed: run them again
+            log.info("%s · %s: generated earlier (%s); executed again by the current code", label, bench.name,
+                     spec.hash)
+            generated_rows = [{k: v for k, v in s.items() if k not in EXECUTION_KEYS} for s in previous["samples"]]
+            to_execute.append((bench, spec, generated_rows, previous["generation"], None))
         else:
             pending.append((bench, spec))
     self_verified = args.selection == "self_verified"
     answer = self_verify.own_tested_answers(lazy, response_settings(args), seed) if self_verified \
         else completions(lazy, args, seed)
-    generated = {}
     for bench, spec in pending:
         parts = parts_dir(out, label, bench.name, spec, args.chunk_size)
-        generated[bench.name] = generate(lazy, bench.problems or [], args.chunk_size, parts,
-                                         f"generate {label} · {bench.name}", answer)
+        rows = generate(lazy, bench.problems or [], args.chunk_size, parts, f"generate {label} · {bench.name}", answer)
+        to_execute.append((bench, spec, rows, generation_stats(parts), parts))
     lazy.close()  # free the model before the next one loads
-    for bench, spec in pending:
-        parts = parts_dir(out, label, bench.name, spec, args.chunk_size)
-        rows = generated[bench.name]
+    for bench, spec, rows, generation, parts in to_execute:
         started = time.time()
         if self_verified:
             self_verify.execute_both(sandbox(), bench.problems or [], rows, f"execute {label} · {bench.name}")
         else:
             execute(sandbox(), bench.problems or [], rows, f"execute {label} · {bench.name}")
-        result["benchmarks"][bench.name] = benchmark_result(spec, bench, rows, generation_stats(parts),
-                                                            time.time() - started, args.pass_k)
+        result["benchmarks"][bench.name] = benchmark_result(spec, bench, rows, generation, time.time() - started,
+                                                            args.pass_k)
+        result["benchmarks"][bench.name]["executed_by"] = executed_by
         if self_verified:
             result["benchmarks"][bench.name]["self_verify"] = self_verify.mechanism(rows, seed,
                                                                                   args.bootstrap_resamples)
         atomic_write(path, json.dumps(result, indent=1))
-        for part in parts.glob("*.json"):
-            part.unlink()
-        parts.rmdir()
+        if parts is not None:
+            shutil.rmtree(parts)
     atomic_write(path, json.dumps(result, indent=1))
     return result
+
+
+# what execution adds to a generated sample (the rest is the generation's, reused when only execution is redone)
+EXECUTION_KEYS = {"verdict", "reason", "passed", "own_verdict", "own_reason", "own_asserts", "weight",
+                  *filters.CHECK_COLUMNS}
+EXECUTION_CODE = ("sandbox.py", "sandbox_harness.py", "filters.py", "self_verify.py")
+
+
+def execution_version() -> str:
+    """A hash of the code that executes and judges samples: a saved result judged by other code is executed again
+    from its saved samples (seconds), not generated again (the model's hours)."""
+    return hashlib.sha256("".join(file_sha256(Path(__file__).with_name(f)) for f in EXECUTION_CODE).encode()
+                          ).hexdigest()[:12]

@@ -210,6 +210,16 @@ def test_script_end_to_end_resumes_after_sigkill(tiny_model: str, tmp_path: Path
     assert (straight / "self_verify.png").read_bytes()[:4] == b"\x89PNG"
     assert "### Self-verification" in (model / "README.md").read_text()
     assert "Self-verified pass@1" in first.stdout
+    # judged by other code (the sandbox or the filters changed): executed again from the saved samples, not regenerated
+    before = samples(straight)
+    report = straight / "base.json"
+    saved_report = json.loads(report.read_text())
+    saved_report["benchmarks"]["humaneval"]["executed_by"] = "older code"
+    report.write_text(json.dumps(saved_report))
+    third = run_script("evaluate.py", *args, "--output_dir", str(straight), timeout=600)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "executed again by the current code" in third.stderr and "generate base" not in third.stderr
+    assert samples(straight) == before
     # the app: the run folder on disk, then as the evaluation pushes it to the (local) Hub
     run_dir = tmp_path / "run"
     shutil.copytree(straight, run_dir / "self-verify", ignore=shutil.ignore_patterns(".parts"))
