@@ -16,10 +16,11 @@ import time
 from dataclasses import dataclass, field
 
 from selfalign.config import as_dict, parse_args
+from selfalign.console import log, progress, setup_logging
 from selfalign.decontam import Decontaminator
 from selfalign.dedup import near_duplicates
 from selfalign.errors import fail, run_main
-from selfalign.funnel import Funnel, log, progress, setup_logging
+from selfalign.funnel import Funnel
 from selfalign.io import StageRun, atomic_write
 from selfalign.judge import EXAMPLES_FILE, DocstringJudge
 from selfalign.pysource import DEFAULT_BANNED_IMPORTS, extract_seeds

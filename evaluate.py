@@ -30,6 +30,7 @@ from pathlib import Path  # noqa: E402
 
 from selfalign.backends import BackendOptions, LazyBackend  # noqa: E402
 from selfalign.config import as_dict, parse_args  # noqa: E402
+from selfalign.console import log, setup_logging  # noqa: E402
 from selfalign.errors import fail, run_main  # noqa: E402
 from selfalign.evaluation import (  # noqa: E402
     EvaluateArguments,
@@ -41,7 +42,6 @@ from selfalign.evaluation import (  # noqa: E402
     write_model_card,
     write_reports,
 )
-from selfalign.funnel import log, setup_logging  # noqa: E402
 from selfalign.hub import push_eval, push_model_card  # noqa: E402
 from selfalign.models import resolve_model  # noqa: E402
 from selfalign.sandbox import Sandbox  # noqa: E402

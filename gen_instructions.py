@@ -11,24 +11,23 @@ from dataclasses import dataclass, field, replace
 
 from selfalign.backends import BackendOptions, LazyBackend, Sampling
 from selfalign.config import as_dict, parse_args
+from selfalign.console import log, setup_logging
 from selfalign.errors import run_main
-from selfalign.funnel import Funnel, log, setup_logging
+from selfalign.funnel import Funnel
 from selfalign.io import StageRun, read_rows
+from selfalign.seeding import chunk_seed, row_rng, stable_id
 from selfalign.templates import (
     CATEGORIES,
     DIFFICULTIES,
     HEADER_STOP,
     SCI_FILE,
-    chunk_seed,
     ci_prompt,
     few_shot_picker,
     load_jsonl,
     parse_concepts,
     parse_instruction,
     prompt_files,
-    row_rng,
     sc_prompt,
-    stable_id,
 )
 
 STAGE = "instructions"

@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 
 from selfalign.backends import BackendOptions, LazyBackend
 from selfalign.config import as_dict, parse_args
+from selfalign.console import log, setup_logging
 from selfalign.errors import run_main
-from selfalign.funnel import Funnel, log, setup_logging
+from selfalign.funnel import Funnel
 from selfalign.io import StageRun, read_rows
 from selfalign.responses import ResponseSettings, check_settings, respond
-from selfalign.templates import chunk_seed, prompt_files, stable_id
+from selfalign.seeding import chunk_seed, stable_id
+from selfalign.templates import prompt_files
 
 STAGE = "responses"
 

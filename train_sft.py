@@ -18,8 +18,9 @@ import time
 from dataclasses import dataclass, field
 
 from selfalign.config import RunArguments, as_dict, parse_args
+from selfalign.console import log, setup_logging
 from selfalign.errors import fail, run_main
-from selfalign.funnel import Funnel, log, setup_logging
+from selfalign.funnel import Funnel
 from selfalign.hub import push_model
 from selfalign.io import StageRun, read_rows
 from selfalign.models import resolve_model

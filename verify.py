@@ -35,15 +35,16 @@ import numpy as np
 import pyarrow as pa
 
 from selfalign.config import RunArguments, as_dict, parse_args
+from selfalign.console import log, setup_logging
 from selfalign.decontam import Decontaminator, normalize
 from selfalign.dedup import near_duplicates
 from selfalign.errors import fail, run_main
 from selfalign.filters import CHECK_COLUMNS, FILTERS, check_samples, refusal
-from selfalign.funnel import Funnel, log, setup_logging
+from selfalign.funnel import Funnel
 from selfalign.io import StageRun, read_rows
 from selfalign.sandbox import ISOLATIONS, Sandbox
+from selfalign.seeding import row_rng
 from selfalign.tables import Rows, SubRows, TableRows, TextColumn
-from selfalign.templates import row_rng
 
 STAGE = "verified"
 COLUMNS = ["sample_id", "instruction_id", "sample_index", "instruction", "response", "code", "tests"]

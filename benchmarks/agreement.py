@@ -36,7 +36,7 @@ from selfalign.agreement import (
 )
 from selfalign.io import load_input
 from selfalign.sandbox import Sandbox
-from selfalign.templates import row_rng
+from selfalign.seeding import row_rng
 
 SEED = 42  # the demo recipe's seed: which sample of the chosen group is picked
 

@@ -28,6 +28,7 @@ from stdlib_data import stdlib_seed_candidates
 from selfalign.backend_served import ServedVLLMBackend, prefix_cache_metrics
 from selfalign.backends import Backend, BackendOptions, Prompt, Sampling, TransformersBackend
 from selfalign.evaluation import STOP, load_humaneval, render_prompt
+from selfalign.seeding import row_rng
 from selfalign.templates import (
     CATEGORIES,
     DIFFICULTIES,
@@ -39,7 +40,6 @@ from selfalign.templates import (
     load_jsonl,
     parse_response,
     response_prompt,
-    row_rng,
     sc_prompt,
     tests_followup,
 )

@@ -22,7 +22,8 @@ sys.path.insert(0, str(ROOT))
 from stdlib_data import stdlib_seed_candidates
 
 from selfalign.backends import Sampling, TransformersBackend
-from selfalign.templates import HEADER_STOP, SCI_FILE, load_jsonl, row_rng, sc_prompt
+from selfalign.seeding import row_rng
+from selfalign.templates import HEADER_STOP, SCI_FILE, load_jsonl, sc_prompt
 
 
 def stdlib_seeds(n: int) -> list[dict[str, str]]:

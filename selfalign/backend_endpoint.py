@@ -73,8 +73,8 @@ from selfalign.backends import (
     Sampling,
     strip_at_stop,
 )
+from selfalign.console import log
 from selfalign.errors import fail
-from selfalign.funnel import log
 from selfalign.models import ModelRef
 
 T = TypeVar("T")

@@ -39,8 +39,8 @@ from typing import Any
 
 from selfalign.backend_endpoint import EndpointBackend
 from selfalign.backends import BackendOptions, Completion, Prompt, Sampling, render_chat
+from selfalign.console import log
 from selfalign.errors import fail
-from selfalign.funnel import log
 from selfalign.models import ModelRef, cache_dir, resolve_model
 
 LIFELINE = Path(__file__).with_name("lifeline.py")

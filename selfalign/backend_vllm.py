@@ -38,8 +38,8 @@ from selfalign.backends import (
     Sampling,
     strip_at_stop,
 )
+from selfalign.console import log
 from selfalign.errors import fail
-from selfalign.funnel import log
 from selfalign.models import resolve_model
 
 INSTALL_HINT = ("the vllm backend needs vLLM, which pins its own torch/transformers: in its own venv, "

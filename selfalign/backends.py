@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from selfalign.console import log
 from selfalign.errors import fail
-from selfalign.funnel import log
 from selfalign.models import ModelRef, resolve_model
 
 Message = dict[str, str]

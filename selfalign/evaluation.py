@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from selfalign import filters, self_verify
+from selfalign.console import log, progress_bar
 from selfalign.errors import fail
-from selfalign.funnel import Funnel, log, progress_bar
+from selfalign.funnel import Funnel
 from selfalign.io import atomic_write, file_sha256, library_versions
 from selfalign.responses import ResponseSettings, check_settings
 from selfalign.sandbox import ISOLATIONS

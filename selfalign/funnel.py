@@ -1,37 +1,10 @@
-"""Progress bars and the end-of-stage funnel: rows in, rows dropped per reason, rows out, time, tokens/s."""
+"""The end-of-stage funnel: rows in, rows dropped per reason, rows out, time, tokens/s."""
 
 from __future__ import annotations
 
-import logging
-import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
-
-from tqdm.auto import tqdm
-
-T = TypeVar("T")
-
-log = logging.getLogger("selfalign")
-
-
-def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    # one INFO line per HTTP request to the engine buries the stage's own lines; failures are ours to report
-    for noisy in ("httpx", "httpx2", "httpcore"):  # huggingface_hub talks through httpx2
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def progress_bar(desc: str, total: int | None = None, unit: str = "it") -> tqdm:
-    """A tqdm bar (rate and ETA) on stderr; quieter refresh when stderr is not a terminal (CI logs)."""
-    return tqdm(desc=desc, total=total, unit=unit, mininterval=0.2 if sys.stderr.isatty() else 10.0, file=sys.stderr)
-
-
-def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
-    with progress_bar(desc, total, unit) as bar:
-        for item in items:
-            yield item
-            bar.update()
+from typing import Any
 
 
 @dataclass

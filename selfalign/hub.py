@@ -29,8 +29,8 @@ from typing import Any
 
 import yaml
 
+from selfalign.console import log
 from selfalign.errors import UserError, fail
-from selfalign.funnel import log
 
 FileSource = Path | bytes  # a local file, or the content itself
 EVAL_FILES = (".json", ".md", ".png")  # evaluate.py's reports in its output folder (its .parts/ stay local)

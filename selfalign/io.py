@@ -37,8 +37,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from selfalign.config import RunArguments
+from selfalign.console import log, progress_bar
 from selfalign.errors import fail
-from selfalign.funnel import Funnel, log, progress_bar
+from selfalign.funnel import Funnel
 from selfalign.models import HUB_ID
 from selfalign.tables import ParquetRows, Rows, TableRows, write_parquet_files
 

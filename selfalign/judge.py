@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from selfalign.backends import BackendStats, TransformersBackend
-from selfalign.templates import row_rng
+from selfalign.seeding import row_rng
 
 EXAMPLES_FILE = Path(__file__).parent / "prompts" / "docstring_judge.jsonl"
 SYSTEM = "You review Python functions for a dataset of programming exercises."

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from selfalign.console import log
 from selfalign.errors import fail
-from selfalign.funnel import log
 
 # a Hub id `org/name[:config][@revision]` (here, not in io.py: the vLLM engine's venv imports models without pyarrow)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.-]+)?(@[\w./-]+)?$")

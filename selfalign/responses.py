@@ -13,6 +13,7 @@ from typing import Any
 
 from selfalign.backends import LazyBackend, Sampling
 from selfalign.errors import fail
+from selfalign.seeding import row_rng
 from selfalign.templates import (
     HEADER_STOP,
     RESPONSE_FILE,
@@ -20,7 +21,6 @@ from selfalign.templates import (
     parse_asserts,
     parse_response,
     response_prompt,
-    row_rng,
     tests_followup,
 )
 

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from selfalign import filters
-from selfalign.funnel import progress_bar
+from selfalign.console import progress_bar
 from selfalign.responses import ResponseSettings, respond
-from selfalign.templates import chunk_seed
+from selfalign.seeding import chunk_seed
 
 EXAMPLES_PER_KIND = 3
 

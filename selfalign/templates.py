@@ -10,7 +10,6 @@ in `selfalign/prompts/`, hashed into every dataset card.
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import random
 import re
@@ -20,6 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from selfalign.seeding import row_rng
 
 PROMPTS = Path(__file__).parent / "prompts"
 SCI_FILE = PROMPTS / "sci_examples.jsonl"
@@ -36,11 +37,6 @@ def load_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def row_rng(seed: int, key: str) -> random.Random:
-    """A random generator that depends only on the run's seed and the row: stable under resume and sharding."""
-    return random.Random(int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:16], 16))
-
-
 def few_shot_picker(examples: Sequence[dict[str, Any]], k: int, num_sets: int,
                     seed: int) -> Callable[[random.Random], list[dict[str, Any]]]:
     """How a row draws its `k` few-shot examples with its own generator: afresh (`num_sets` 0, the original), or
@@ -52,15 +48,6 @@ def few_shot_picker(examples: Sequence[dict[str, Any]], k: int, num_sets: int,
     sets_rng = row_rng(seed, "few-shot sets")
     sets = [sets_rng.sample(list(examples), k) for _ in range(num_sets)]
     return lambda rng: rng.choice(sets)
-
-
-def stable_id(*parts: object) -> str:
-    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:16]
-
-
-def chunk_seed(seed: int, first_key: str) -> int:
-    """The sampling seed of a chunk, from its first row: the same chunk draws the same samples on resume."""
-    return int(stable_id(seed, first_key), 16) % (2**31)
 
 
 def looks_looping(text: str) -> bool:

@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from selfalign.console import log
 from selfalign.errors import fail
-from selfalign.funnel import Funnel, log
+from selfalign.funnel import Funnel
 from selfalign.io import InputRef, StageRun, atomic_write, library_versions
 from selfalign.models import ModelRef, hub_origin
 from selfalign.templates import SC2_CHAT_TEMPLATE

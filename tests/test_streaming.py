@@ -18,8 +18,8 @@ from selfalign.decontam import Decontaminator, normalize
 from selfalign.dedup import near_duplicates
 from selfalign.funnel import Funnel
 from selfalign.io import StageRun
+from selfalign.seeding import row_rng
 from selfalign.tables import SubRows, TableRows, TextColumn, WithColumns
-from selfalign.templates import row_rng
 from verify import CHOSEN, SELECTIONS, VerifyArguments, function_names, select
 
 # ---------------------------------------------------------------- the former in-memory selection

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+from selfalign.seeding import row_rng
 from selfalign.templates import (
     HEADER_STOP,
     RESPONSE_FILE,
@@ -15,7 +16,6 @@ from selfalign.templates import (
     parse_instruction,
     parse_response,
     response_prompt,
-    row_rng,
     sc_prompt,
 )
 
