@@ -838,11 +838,12 @@ def evaluate_model(label: str, lazy: Any, benchmarks: Sequence[Benchmark], args:
 # what execution adds to a generated sample (the rest is the generation's, reused when only execution is redone)
 EXECUTION_KEYS = {"verdict", "reason", "passed", "own_verdict", "own_reason", "own_asserts", "weight",
                   *filters.CHECK_COLUMNS}
-EXECUTION_CODE = ("sandbox.py", "sandbox_harness.py", "filters.py", "self_verify.py")
+EXECUTION_CODE = ("sandbox/*.py", "filters.py", "self_verify.py")  # in the package
 
 
 def execution_version() -> str:
     """A hash of the code that executes and judges samples: a saved result judged by other code is executed again
     from its saved samples (seconds), not generated again (the model's hours)."""
-    return hashlib.sha256("".join(file_sha256(Path(__file__).with_name(f)) for f in EXECUTION_CODE).encode()
-                          ).hexdigest()[:12]
+    package = Path(__file__).parent
+    files = sorted(path for pattern in EXECUTION_CODE for path in package.glob(pattern))
+    return hashlib.sha256("".join(file_sha256(path) for path in files).encode()).hexdigest()[:12]

@@ -22,16 +22,16 @@ from typing import Any
 
 import pytest
 
-from selfalign import sandbox as sandbox_module
 from selfalign.sandbox import (
     REJECT_CATEGORIES,
     ExecResult,
     Sandbox,
     SandboxUnavailableError,
-    expose_prefix,
+    pool,
     processes_of_uid,
     static_check,
 )
+from selfalign.sandbox.slot import expose_prefix
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET_NAME = "SELFALIGN_TEST_SECRET"
@@ -406,7 +406,7 @@ def test_reasons_name_the_cause(hostile: HostileRun) -> None:
 def test_host_is_intact(hostile: HostileRun) -> None:
     assert hostile.host.canary.read_text() == "still here"
     assert hostile.host.home_canary.read_text() == "still here"
-    assert (REPO / "selfalign" / "sandbox.py").is_file()
+    assert (REPO / "selfalign" / "sandbox" / "pool.py").is_file()
     assert (REPO / "tests" / "test_sandbox.py").is_file()
 
 
@@ -494,7 +494,7 @@ def test_rootless_is_refused_to_root() -> None:
 
 def test_missing_bubblewrap_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     real_which = shutil.which
-    monkeypatch.setattr(sandbox_module.shutil, "which", lambda name: None if name == "bwrap" else real_which(name))
+    monkeypatch.setattr(pool.shutil, "which", lambda name: None if name == "bwrap" else real_which(name))
     with pytest.raises(SandboxUnavailableError, match=r"apt-get install -y bubblewrap.*isolation='none'"):
         Sandbox(workers=1)
 

@@ -1,4 +1,4 @@
-"""The warm interpreter that runs inside one sandbox slot (started by selfalign/sandbox.py).
+"""The warm interpreter that runs inside one sandbox slot (started by selfalign/sandbox/slot.py).
 
 It is started once per slot as `python -I -S -c <this source> <config json>` and then forks one child
 per sample, so a sample costs a fork instead of a bubblewrap set-up plus an interpreter start-up.
@@ -12,7 +12,10 @@ Protocol (all frames are a 4-byte big-endian length followed by the payload):
   child -> warm  JSON report on a private pipe, accepted only if it carries the nonce that the warm
                  parent generated after forking and sent on a second private pipe; the child reads
                  the nonce only after the solution, all tests and all non-daemon threads finished.
-This file must only use the standard library: it runs with -I -S.
+The host imports this module for the protocol's constants and framing, so both ends speak the same one.
+
+One file of standard library only, over 400 lines for that reason: it is sent to the slot's interpreter as
+source (`python -I -S -c`), where neither the package nor any installed module can be imported.
 """
 
 from __future__ import annotations
@@ -56,16 +59,28 @@ PR_SET_CHILD_SUBREAPER = 36
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _prctl(option: int, value: int) -> None:
+def prctl(option: int, value: int) -> None:
     if _libc.prctl(option, value, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
 
 
 # ---------------------------------------------------------------- framing
+# With a `deadline` (time.monotonic()), a read or write that cannot go on before it raises TimeoutError: the
+# host's side, which must never wait on a stuck slot. Inside the slot nothing waits with a deadline.
 
-def read_exact(fd: int, size: int) -> bytes:
+def _wait(fd: int, deadline: float | None, write: bool = False) -> None:
+    if deadline is None:
+        return
+    reading, writing = ([], [fd]) if write else ([fd], [])
+    remaining = deadline - time.monotonic()
+    if remaining <= 0 or not any(select.select(reading, writing, [], remaining)[:2]):
+        raise TimeoutError
+
+
+def read_exact(fd: int, size: int, deadline: float | None = None) -> bytes:
     chunks: list[bytes] = []
     while size:
+        _wait(fd, deadline)
         chunk = os.read(fd, size)
         if not chunk:
             raise EOFError
@@ -74,16 +89,17 @@ def read_exact(fd: int, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_frame(fd: int, limit: int = 1 << 28) -> bytes:
-    (size,) = struct.unpack(">I", read_exact(fd, 4))
+def read_frame(fd: int, limit: int = 1 << 28, deadline: float | None = None) -> bytes:
+    (size,) = struct.unpack(">I", read_exact(fd, 4, deadline))
     if size > limit:  # the solution process of a trusted run may send anything
         raise ValueError(f"frame of {size} bytes is over the limit")
-    return read_exact(fd, size)
+    return read_exact(fd, size, deadline)
 
 
-def write_frame(fd: int, payload: bytes) -> None:
+def write_frame(fd: int, payload: bytes, deadline: float | None = None) -> None:
     data = struct.pack(">I", len(payload)) + payload
     while data:
+        _wait(fd, deadline, write=True)
         data = data[os.write(fd, data):]
 
 
@@ -283,7 +299,7 @@ def run_trusted(job: dict[str, Any], instrumentation: Instrumentation, nonce_fd:
         os.close(nonce_fd)
         os.close(report_fd)
         ours.close()
-        _prctl(PR_SET_DUMPABLE, 1)
+        prctl(PR_SET_DUMPABLE, 1)
         try:
             serve_solution(job, theirs)
         finally:
@@ -344,7 +360,7 @@ def run_child(job: dict[str, Any], config: dict[str, Any], nonce_fd: int, report
         if job["mode"] == "trusted":
             status, error = run_trusted(job, instrumentation, nonce_fd, report_fd)
         else:
-            _prctl(PR_SET_DUMPABLE, 1)  # /proc/self behaves normally; no secret is in memory yet
+            prctl(PR_SET_DUMPABLE, 1)  # /proc/self behaves normally; no secret is in memory yet
             sources = {"solution.py": job["solution_source"]}
             codes = [job["solution"]]
             if job["tests"] is not None:
@@ -391,13 +407,10 @@ def other_processes(mode: str) -> list[int]:
 
 
 def reap_all() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+    """Reap every child that has exited (none left, or none exited yet: done)."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
 
 
 def kill_leftovers(mode: str) -> int:
@@ -523,9 +536,9 @@ def run_job(job: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     config = json.loads(sys.argv[1])
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # PID 1 ignores default-action signals from samples
-    _prctl(PR_SET_DUMPABLE, 0)  # samples (same uid) may not read our memory or ptrace us
+    prctl(PR_SET_DUMPABLE, 0)  # samples (same uid) may not read our memory or ptrace us
     if config["mode"] == "none":
-        _prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphaned grandchildren come back to us to be killed
+        prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphaned grandchildren come back to us to be killed
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if config["processes"]:
         resource.setrlimit(resource.RLIMIT_NPROC, (config["processes"], config["processes"]))
