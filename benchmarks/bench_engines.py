@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 from stdlib_data import stdlib_seed_candidates
 
-from selfalign.backend_served import ServedVLLMBackend, prefix_cache_metrics
 from selfalign.backends import Backend, BackendOptions, Prompt, Sampling, TransformersBackend
+from selfalign.backends.served import ServedVLLMBackend, prefix_cache_metrics
 from selfalign.evaluation import STOP, load_humaneval, render_prompt
 from selfalign.seeding import row_rng
 from selfalign.templates import (

@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from selfalign.backend_vllm import VLLMBackend
 from selfalign.backends import Backend, BackendOptions, Completion, Sampling, TransformersBackend
+from selfalign.backends.vllm_offline import VLLMBackend
 
 CODE_CHAT = [{"role": "user", "content": "Write a Python function that adds two numbers."}]
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from selfalign.backends.base import Message, Prompt
 from selfalign.seeding import row_rng
 
 PROMPTS = Path(__file__).parent / "prompts"
@@ -28,9 +29,6 @@ RESPONSE_FILE = PROMPTS / "response_examples.jsonl"
 CATEGORIES = ("function implementation", "class implementation", "program implementation")
 DIFFICULTIES = ("easy", "medium", "hard")
 HEADER_STOP = ("\n### ",)
-
-Message = dict[str, str]
-Prompt = str | list[Message]
 
 
 def load_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -116,8 +116,8 @@ class ServedEngines:
         self.backend = None
 
     def get(self):
-        from selfalign.backend_served import ServedVLLMBackend
         from selfalign.backends import BackendOptions
+        from selfalign.backends.served import ServedVLLMBackend
 
         if self.backend is None or not self.backend.managed.alive():
             if self.backend is not None:
@@ -133,7 +133,7 @@ class ServedEngines:
 
 def engine_missing() -> str | None:
     """Why the vLLM engine cannot run here (`make engine` installs it), or None."""
-    from selfalign.backend_served import engine_python
+    from selfalign.backends.served import engine_python
     from selfalign.errors import UserError
 
     try:

@@ -13,7 +13,6 @@ from conftest import ServedEngines
 from huggingface_hub import constants, get_async_session
 from huggingface_hub.errors import OfflineModeIsEnabled
 
-from selfalign.backend_endpoint import EndpointBackend
 from selfalign.backends import (
     Backend,
     BackendOptions,
@@ -22,6 +21,7 @@ from selfalign.backends import (
     TransformersBackend,
     make_backend,
 )
+from selfalign.backends.endpoint import EndpointBackend
 from selfalign.errors import UserError
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,9 @@ import pytest
 from conftest import ROOT, ServedEngines, assert_one_line_error, engine_missing, run_script, stage_args
 from test_gen_stages import SEEDS, write_jsonl
 
-from selfalign.backend_served import (
+from selfalign.backends import Sampling
+from selfalign.backends.lifeline import descendants
+from selfalign.backends.served import (
     ManagedServer,
     engine_python,
     free_port,
@@ -27,9 +29,7 @@ from selfalign.backend_served import (
     prefix_cache_metrics,
     under_lifeline,
 )
-from selfalign.backends import Sampling
 from selfalign.errors import UserError
-from selfalign.lifeline import descendants
 from selfalign.models import resolve_model
 
 pytestmark = pytest.mark.slow
@@ -87,7 +87,7 @@ def test_server_tree_never_outlives_its_owner(tmp_path: Path, ending: str):
     owner = f"""
 import sys, os, signal
 sys.path.insert(0, {str(ROOT)!r})
-from selfalign.backend_served import ManagedServer, free_port
+from selfalign.backends.served import ManagedServer, free_port
 port = free_port()
 server = ManagedServer({spawner(tmp_path, tag)!r} + [str(port)], dict(os.environ), port, "test server",
                        ready_path="/", startup_timeout=60)
@@ -242,7 +242,7 @@ def test_unknown_backend_and_bad_seed_policy_are_one_line_errors(tmp_path: Path,
 OFFLINE = """
 import json, sys
 sys.path.insert(0, {root!r})
-from selfalign.backend_vllm import VLLMBackend
+from selfalign.backends.vllm_offline import VLLMBackend
 from selfalign.backends import BackendOptions, Sampling
 
 if __name__ == "__main__":  # vLLM starts worker processes

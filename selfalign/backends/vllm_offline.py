@@ -29,15 +29,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from selfalign.backends import (
-    BackendOptions,
-    BackendStats,
-    Completion,
-    Message,
-    Prompt,
-    Sampling,
-    strip_at_stop,
-)
+from selfalign.backends.base import BackendOptions, BackendStats, Completion, Prompt, Sampling, strip_at_stop
 from selfalign.console import log
 from selfalign.errors import fail
 from selfalign.models import resolve_model
@@ -106,7 +98,7 @@ class VLLMBackend:
 
     def generate(self, prompts: Sequence[Prompt], sampling: Sampling) -> list[list[Completion]]:
         params = self.sampling_params(sampling)
-        chats: dict[int, list[Message]] = {i: p for i, p in enumerate(prompts) if isinstance(p, list)}
+        chats = {i: p for i, p in enumerate(prompts) if isinstance(p, list)}
         texts: dict[int, str] = {i: p for i, p in enumerate(prompts) if isinstance(p, str)}
         outputs: list[Any] = [None] * len(prompts)
         started = time.time()
