@@ -62,6 +62,7 @@ demo: setup engine
 	$(PY) verify.py --config $(RECIPE)
 	$(PY) train_sft.py --config $(RECIPE)
 	$(PY) evaluate.py --config $(RECIPE)
+	@echo "Do the model's own tests pick correct code? make self-verify measures it against HumanEval's tests (README: Results)"
 
 # Do the model's own tests pick correct code? Base and self-aligned model, all 164 HumanEval problems, 10 answers
 # each through the I→R path, own tests vs HumanEval's (resumable: rerun to continue). Runs the demo's stages
