@@ -49,6 +49,9 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 
 $(DEV_STAMP): $(STAMP) requirements-dev.txt
 	$(PY) -m pip install -q --only-binary :all: -r requirements-dev.txt
+	# DeepSpeed (the ZeRO-3 save test) is published as source only: built with DS_BUILD_OPS=0 it is pure Python,
+	# nothing compiled at install (its ops are built at run time, on the machine that runs them)
+	DS_BUILD_OPS=0 $(PY) -m pip install -q --only-binary :all: --no-binary deepspeed --no-build-isolation deepspeed==0.19.8
 	# the app's browser test drives Debian's chromium (playwright is never asked to download a browser)
 	if ! command -v chromium >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null; \

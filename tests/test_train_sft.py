@@ -3,7 +3,6 @@ and a two-process `accelerate launch` on CPU."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -222,7 +221,6 @@ def launch(config: str, data: Path, model: str, out: Path, *extra: str) -> subpr
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed")
 def test_zero3_saves_the_full_trained_model(tiny_model: str, verified: Path, tmp_path: Path):
     """ZeRO-3 (recipes/accelerate/deepspeed-zero3.yaml, 2 processes over gloo) shards the weights; the final save
     gathers them: what from_pretrained loads is the whole model, trained exactly as data parallel trains it."""
