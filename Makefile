@@ -49,6 +49,9 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 
 $(DEV_STAMP): $(STAMP) requirements-dev.txt
 	$(PY) -m pip install -q --only-binary :all: -r requirements-dev.txt
+	# DeepSpeed (the ZeRO-3 save test) is published as source only: built with DS_BUILD_OPS=0 it is pure Python,
+	# nothing compiled at install (its ops are built at run time, on the machine that runs them)
+	DS_BUILD_OPS=0 $(PY) -m pip install -q --only-binary :all: --no-binary deepspeed --no-build-isolation deepspeed==0.19.8
 	# the app's browser test drives Debian's chromium (playwright is never asked to download a browser)
 	if ! command -v chromium >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null; \
@@ -62,6 +65,7 @@ demo: setup engine
 	$(PY) verify.py --config $(RECIPE)
 	$(PY) train_sft.py --config $(RECIPE)
 	$(PY) evaluate.py --config $(RECIPE)
+	@echo "Do the model's own tests pick correct code? make self-verify measures it against HumanEval's tests (README: Results)"
 
 # Do the model's own tests pick correct code? Base and self-aligned model, all 164 HumanEval problems, 10 answers
 # each through the I→R path, own tests vs HumanEval's (resumable: rerun to continue). Runs the demo's stages

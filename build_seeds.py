@@ -149,7 +149,7 @@ def main() -> None:
         record(index)
         chunk_ids = index.chunks(args.files_per_chunk)
         reader = SourceReader(source, index)
-        todo = [c for c in stage.mine(chunk_ids) if not stage.done("extract", c)]
+        todo = stage.todo("extract", chunk_ids)
         chunks = ((chunk, reader.chunk(chunk, args.files_per_chunk)) for chunk in todo)
     else:  # the first pass over a streamed source: every chunk is read to find this shard's, and counted
         chunk_ids, scan = [], SourceScan(source)
@@ -168,8 +168,9 @@ def main() -> None:
     if not chunk_ids:
         fail(f"source {args.source} yielded no files")
     # every process of a launch judges a share, so each needs the deduplicated candidates; without the judge
-    # only the finalizer goes on
-    if not stage.all_done("extract", chunk_ids) or (args.judge == "none" and not stage.finalizer):
+    # only the one process that claims the output goes on
+    if not stage.all_done("extract", chunk_ids) or (args.judge == "none" and not (stage.finalizer
+                                                                                 and stage.claim_output())):
         return
     candidates = stage.parts("extract", chunk_ids, funnel)  # on disk: dedup reads only the `content` column
     for note in decontam.notes():

@@ -31,6 +31,7 @@ from selfalign.training import (
     load_model,
     prepare_tokenizer,
     save_final,
+    warn_if_not_sharded,
     write_card,
 )
 
@@ -89,6 +90,7 @@ def main() -> None:
     tokenizer, template = prepare_tokenizer(model_ref, args.chat_template)
     model = load_model(model_ref, model_args.dtype, model_args.attn_implementation, args.dropout)
     trainer = build_trainer(model, tokenizer, rows, sft_config, peft_config(model_args))
+    warn_if_not_sharded(trainer)
     started = time.time()
     resume = sft_config.resume_from_checkpoint or last_checkpoint(sft_config.output_dir)
     if resume:

@@ -405,7 +405,7 @@ def main() -> None:
         return
     funnel = Funnel(STAGE)
     if args.from_verdicts:
-        if not stage.finalizer:
+        if not stage.finalizer or not stage.claim_output():  # one shard selects; the others find it written
             return
         verdicts, funnel.rows_in = samples, len(samples)
     else:

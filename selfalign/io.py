@@ -287,21 +287,39 @@ class StageRun:
         self.rank = int(os.environ.get("RANK", "0"))
         self.num_shards = run_args.num_shards * self.world
         self.shard_index = run_args.shard_index * self.world + self.rank
+        self._file_lock: Any = None
 
     @property
     def finalizer(self) -> bool:
-        """Whether this process writes the final output (one per launch; any shard of a cluster)."""
+        """Whether this process may write the final output (process 0 of a launch; any shard of a cluster, the
+        one that claims it first: see `claim_output`)."""
         return self.rank == 0
 
     # -- lifecycle
 
     def _lock(self) -> Any:
         """A lock beside the output directory (`.<name>.lock`): shards starting together take turns to check and
-        claim it. The kernel releases it if its holder dies, so a killed shard never leaves it stuck."""
+        claim it, and the one writing the output holds it until it is written. The kernel releases it if its
+        holder dies, so a killed shard never leaves it stuck. Kept on the run: a FileLock no longer referenced
+        releases itself; one instance per path in a process, so it is reentrant."""
         from filelock import FileLock
 
-        self.dir.parent.mkdir(parents=True, exist_ok=True)
-        return FileLock(self.dir.parent / f".{self.dir.name}.lock")
+        if self._file_lock is None:
+            self.dir.parent.mkdir(parents=True, exist_ok=True)
+            self._file_lock = FileLock(self.dir.parent / f".{self.dir.name}.lock", is_singleton=True)
+        return self._file_lock
+
+    def _acquire(self, what: str) -> Any:
+        """Take the lock, saying so when another process holds it (it may for a while: writing the output).
+        As a context manager, what it returns releases this acquisition on exit."""
+        from filelock import Timeout
+
+        try:
+            return self._lock().acquire(timeout=0)
+        except Timeout:
+            log.info("shard %d/%d: another shard holds the lock of %s (%s): waiting for it", self.shard_index,
+                     self.num_shards, self.dir, what)
+            return self._lock().acquire()
 
     def open(self) -> bool:
         """Prepare the directory. Returns False when this exact version is already complete.
@@ -310,7 +328,7 @@ class StageRun:
         (or, with --overwrite, replaces) it and writes its claim `run.json`; the others find their own version
         there and join it. --overwrite replaces only an output of another version, so a shard started with it
         never deletes the parts of a sibling running the same command."""
-        with self._lock():
+        with self._acquire("opening it or writing the output"):
             return self._open_here()
 
     def _open_here(self) -> bool:
@@ -391,15 +409,22 @@ class StageRun:
                    backend: Any = None) -> bool:
         """Run `process` on each of this shard's unfinished chunks of `rows` (a chunk is named by its start row),
         saving each as a part with its funnel (time, and model tokens when `backend` has `stats`). Returns True
-        when this process is to write the final output: it is the finalizer and every chunk is done."""
+        when this process is to write the final output: it is the finalizer, every chunk is done and it holds the
+        claim to the output (`claim_output`), so exactly one process of all shards gets True."""
         starts = list(range(0, len(rows), chunk_size))
-        todo = [s for s in self.mine(starts) if not self.done(phase, s)]
+        todo = self.todo(phase, starts)
         log.info("shard %d/%d: %d of %d %s chunks left to do", self.shard_index, self.num_shards, len(todo),
                  len(starts), phase)
         with progress_bar(desc, sum(min(chunk_size, len(rows) - s) for s in todo), unit="row") as bar:
             for start in todo:
                 self._run_chunk(phase, start, list(rows[start : start + chunk_size]), process, backend, bar)
-        return self.finalizer and self.all_done(phase, starts)
+        return self.finalizer and self.all_done(phase, starts) and self.claim_output()
+
+    def todo(self, phase: str, chunks: Sequence[int]) -> list[int]:
+        """This shard's chunks of `phase` not done yet, in order. None once the output is finished: its parts
+        are gone then, and would look undone to a shard that opened the output before another finished it."""
+        left = [c for c in self.mine(chunks) if not self.done(phase, c)]
+        return [] if left and self.finished() else left
 
     def all_done(self, phase: str, chunks: Sequence[int]) -> bool:
         """Whether every chunk of `phase` (all of them, in order) is done.
@@ -412,12 +437,25 @@ class StageRun:
         while self.world > 1 and self.missing(phase, launch) and not self.finished():
             time.sleep(POLL_SECONDS)
         if self.finished():
+            log.info("%s was finished by another shard: nothing left to do", self.dir)
             return False
         waiting = self.missing(phase, chunks)
         if waiting:
             log.info("shard %d/%d done; %d %s chunks remain for other shards: run again once they finish",
                      self.shard_index, self.num_shards, len(waiting), phase)
         return not waiting
+
+    def claim_output(self) -> bool:
+        """Whether this process is the one to write the final output, once every chunk is done. Shards finding
+        every chunk done at the same moment each ask: the first takes the lock and keeps it until `publish` has
+        written the output (and dropped the parts the others would read); the others wait for it, find the
+        output written and get False. If the holder dies, the kernel frees the lock and the next one writes."""
+        self._acquire("every chunk is done: it writes the output")
+        if self.finished():
+            self._lock().release()
+            log.info("%s was finished by another shard: nothing left to do", self.dir)
+            return False
+        return True
 
     def _run_chunk(self, phase: str, start: int, chunk: list[Any],
                    process: Callable[[list[Any], Funnel], list[dict[str, Any]]], backend: Any, bar: Any) -> None:
@@ -481,13 +519,16 @@ class StageRun:
         return self.dir
 
     def publish(self, rows: Sequence[Mapping[str, Any]] | Rows, funnel: Funnel, summary: str, **card: Any) -> None:
-        """Finalize, print the funnel and a one-line summary, and push when `--push_to_hub` asks for it.
-        Shards rerun together may all find every chunk done: the first to take the lock writes, once."""
-        with self._lock():
+        """Finalize, print the funnel and a one-line summary, and push when `--push_to_hub` asks for it. Under
+        the lock, which `claim_output` took (then it is released here, the claim with it) or this call takes."""
+        self._acquire("writing the output")
+        try:
             if self.finished():
-                log.info("%s was finished by another shard", self.dir)
+                log.info("%s was finished by another shard: nothing left to do", self.dir)
                 return
             self.finalize(rows, funnel, **card)
+        finally:
+            self._lock().release(force=True)
         print(funnel.render_text())
         print(f"{self.stage}: {summary} in {self.dir}")
         if self.run_args.push_to_hub:

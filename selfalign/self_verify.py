@@ -88,17 +88,24 @@ def execute_both(sandbox: Any, problems: Sequence[Any], rows: list[dict[str, Any
     add_choice_weights(rows)
 
 
-def add_choice_weights(rows: Sequence[dict[str, Any]]) -> None:
-    """Each sample's probability of being the answer chosen for its task: uniform among the task's own-passing
+def choice_weights(rows: Sequence[Mapping[str, Any]], verified: Callable[[Mapping[str, Any]], bool]) -> list[float]:
+    """Each sample's probability of being the answer chosen for its task: uniform among the task's `verified`
     samples if it has any, else uniform among all its samples."""
-    by_task: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_task.setdefault(row["task_id"], []).append(row)
-    for samples in by_task.values():
-        own_passing = [r for r in samples if r["own_verdict"] == "pass"]
-        pool = own_passing or samples
-        for row in samples:
-            row["weight"] = 1 / len(pool) if any(row is r for r in pool) else 0.0
+    by_task: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_task.setdefault(row["task_id"], []).append(i)
+    weights = [0.0] * len(rows)
+    for members in by_task.values():
+        pool = [i for i in members if verified(rows[i])] or members
+        for i in pool:
+            weights[i] = 1 / len(pool)
+    return weights
+
+
+def add_choice_weights(rows: Sequence[dict[str, Any]]) -> None:
+    """The paper's rule as the choice: an answer whose own tests pass (the `weight` of each sample)."""
+    for row, weight in zip(rows, choice_weights(rows, lambda r: r["own_verdict"] == "pass"), strict=True):
+        row["weight"] = weight
 
 
 def per_task_scores(rows: Sequence[Mapping[str, Any]]) -> dict[str, tuple[float, float]]:
@@ -185,14 +192,19 @@ def mechanism(rows: Sequence[Mapping[str, Any]], seed: int, resamples: int) -> d
 def filter_figures(rows: Sequence[Mapping[str, Any]], name: str) -> dict[str, Any]:
     """What verify.py's `--filter name` would keep of these samples: yield (tasks left with a row, one chosen at
     random among its kept samples) and precision (reference pass rate of the kept samples, and the expected
-    share of correct rows)."""
+    share of correct rows); and pass@1 with the filter as the chooser (among kept samples, else among all)."""
     kept = [r for r in rows if filters.keeps(name, r["own_verdict"], r)]
     by_task: dict[str, list[bool]] = {}
     for row in kept:
         by_task.setdefault(row["task_id"], []).append(bool(row["passed"]))
     tasks = len({r["task_id"] for r in rows})
     correct_rows = sum(sum(v) / len(v) for v in by_task.values())
-    return {"samples_kept": len(kept), "precision": rate(sum(bool(r["passed"]) for r in kept), len(kept)),
+    weights = choice_weights(rows, lambda r: filters.keeps(name, r["own_verdict"], r))
+    chosen: dict[str, float] = {}
+    for row, weight in zip(rows, weights, strict=True):
+        chosen[row["task_id"]] = chosen.get(row["task_id"], 0.0) + weight * bool(row["passed"])
+    return {"pass@1": round(100 * sum(chosen.values()) / max(len(chosen), 1), 2),
+            "samples_kept": len(kept), "precision": rate(sum(bool(r["passed"]) for r in kept), len(kept)),
             "rows": len(by_task), "tasks": tasks, "yield": round(len(by_task) / tasks, 4) if tasks else 0.0,
             "expected_correct_rows": round(correct_rows, 2),
             "row_precision": round(100 * correct_rows / len(by_task), 2) if by_task else None}
@@ -246,13 +258,13 @@ def report_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
               "per task (yield) and the reference pass rate of the kept samples (precision, Wilson 95%) and of the "
               "rows (expected):", "",
               "| model | benchmark | filter | samples kept | precision (samples) | rows (yield) | correct rows "
-              "(expected) |", "|---|---|---|---:|---:|---:|---:|"]
+              "(expected) | pass@1, chosen by the filter |", "|---|---|---|---:|---:|---:|---:|---:|"]
     for label, name, m in rows:
         for variant, f in m.get("filters", {}).items():
             row_precision = "–" if f["row_precision"] is None else f"{f['row_precision']:.0f}%"
             lines.append(f"| {label} | {name} | {variant} | {f['samples_kept']} | {_pct(f['precision'])} | "
                          f"{f['rows']} of {f['tasks']} ({100 * f['yield']:.1f}%) | {f['expected_correct_rows']:.1f} "
-                         f"({row_precision}) |")
+                         f"({row_precision}) | {f['pass@1']:.2f} |")
     lines += ["", "Where own and reference verdicts disagree:", ""]
     for label, name, m in rows:
         table = m["table"]

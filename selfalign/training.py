@@ -107,6 +107,17 @@ def build_trainer(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]],
                       processing_class=tokenizer, peft_config=peft_config)
 
 
+def warn_if_not_sharded(trainer: Any) -> None:
+    """Warn when the launch asked for FSDP or DeepSpeed and accelerate did not turn it on: it enables FSDP only on
+    GPU-class devices and DeepSpeed not under `use_cpu`, and trains plain data parallel instead (full copies)."""
+    import os
+
+    for name, enabled in (("FSDP", trainer.is_fsdp_enabled), ("DEEPSPEED", trainer.is_deepspeed_enabled)):
+        if os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true" and not enabled:
+            log.warning("the launch asks for %s but accelerate did not turn it on here (FSDP: GPUs only; DeepSpeed "
+                        "without a GPU: --use_cpu false --ddp_backend gloo): this run is plain data parallel", name)
+
+
 def save_final(trainer: Any, tokenizer: Any, output_dir: Path, merge_lora: bool,
                load_base: Callable[[], Any]) -> str:
     """Save the model and the tokenizer with its chat template. Returns what was saved.

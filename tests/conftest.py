@@ -27,6 +27,48 @@ def run_script(script: str, *args: str, cwd: Path | None = None, env: dict[str, 
                           capture_output=True, text=True, timeout=timeout)
 
 
+START_AT_SIGNAL = """
+import runpy, sys, time
+from pathlib import Path
+script, signals, index = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+sys.path.insert(0, str(Path(script).parent))
+__import__(Path(script).stem)  # every import the script makes is done before the start
+(signals / f"ready-{index}").touch()
+while not (signals / "go").exists():
+    time.sleep(0.002)
+sys.argv = [script, *sys.argv[4:]]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+def run_together(script: str, arg_lists: list[list[str]], signals: Path, envs: list[dict[str, str]] | None = None,
+                 timeout: float = 600) -> list[subprocess.CompletedProcess[str]]:
+    """Run a script once per argument list, each in its own process, released at the same instant once every
+    one has imported what the script imports (the script itself then runs as `__main__`)."""
+    import time
+
+    signals.mkdir(parents=True)
+    procs = [subprocess.Popen([sys.executable, "-c", START_AT_SIGNAL, str(ROOT / script), str(signals), str(i), *args],
+                              env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                                   **(envs[i] if envs else {})},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i, args in enumerate(arg_lists)]
+    try:
+        while len(list(signals.glob("ready-*"))) < len(procs) and all(p.poll() is None for p in procs):
+            time.sleep(0.01)
+        (signals / "go").touch()
+        results = []
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=timeout)
+            results.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
+        return results
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> None:
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]

@@ -85,6 +85,8 @@ def test_both_verdicts_come_from_the_real_sandbox():
     assert strict["samples_kept"] == 1 and strict["precision"]["rate"] == 100.0 and strict["rows"] == 1
     assert strict["yield"] == 0.5 and strict["row_precision"] == 100.0
     assert m["filters"]["paper"]["expected_correct_rows"] == 1.5  # HumanEval/23: 1 of 2 kept; HumanEval/0: 1 of 1
+    assert m["filters"]["paper"]["pass@1"] == m["pass@1"]["self-verified"] == 75.0
+    assert m["filters"]["strict"]["pass@1"] == 75.0  # HumanEval/23: the adequate sample; HumanEval/0: none kept, 1 of 2
 
 
 def test_task_imports_are_the_prompts_imports_only():

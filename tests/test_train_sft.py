@@ -209,3 +209,51 @@ def test_two_processes_under_accelerate_launch(tiny_model: str, verified: Path, 
     assert all(f"process {rank} of 2 saves the model" in proc.stderr for rank in (0, 1)), proc.stderr[-3000:]
     assert proc.stdout.count("sft: merged model + LoRA adapter (adapter/) trained") == 1
     assert (out / "adapter" / "adapter_config.json").is_file() and not any("lora" in k for k in weights(out))
+
+
+def launch(config: str, data: Path, model: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """train_sft.py for 2 steps under `accelerate launch` with one of the repo's configs, 2 processes on the CPU."""
+    return subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                           str(ROOT / "recipes" / "accelerate" / config), "--num_processes", "2", "--mixed_precision",
+                           "no", str(ROOT / "train_sft.py"), *train_args(data, model, out, "--max_steps", "2", *extra)],
+                          capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.slow
+def test_zero3_saves_the_full_trained_model(tiny_model: str, verified: Path, tmp_path: Path):
+    """ZeRO-3 (recipes/accelerate/deepspeed-zero3.yaml, 2 processes over gloo) shards the weights; the final save
+    gathers them: what from_pretrained loads is the whole model, trained exactly as data parallel trains it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    reference, zero3 = tmp_path / "ddp", tmp_path / "zero3"
+    proc = launch("cpu.yaml", verified, tiny_model, reference)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # no GPU: DeepSpeed's CPU accelerator, which accelerate uses only with a backend it is given and use_cpu off
+    proc = launch("deepspeed-zero3.yaml", verified, tiny_model, zero3, "--use_cpu", "false", "--ddp_backend", "gloo")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "plain data parallel" not in proc.stderr, proc.stderr[-3000:]  # really ZeRO-3
+    states = torch.load(next((zero3 / "checkpoint-2").glob("global_step*/*model_states.pt")), weights_only=False)
+    assert states["ds_config"]["zero_optimization"]["stage"] == 3 and states["dp_world_size"] == 2
+    model, info = AutoModelForCausalLM.from_pretrained(zero3, output_loading_info=True)  # pyright: ignore[reportGeneralTypeIssues]
+    assert not any(info.values()), info  # no missing, unexpected or mismatched weight
+    base, trained, again = weights(Path(tiny_model)), weights(reference), model.state_dict()
+    assert sorted(again) == sorted(base)
+    for name, tensor in again.items():
+        assert tensor.shape == base[name].shape and not torch.equal(tensor, base[name]), name  # whole and trained
+        assert torch.allclose(tensor, trained[name], atol=1e-6), name  # the updates are ~5e-5
+    reloaded = AutoModelForCausalLM.from_pretrained(zero3).state_dict()
+    assert all(torch.equal(reloaded[name], tensor) for name, tensor in again.items())
+    tokenizer = AutoTokenizer.from_pretrained(zero3)
+    prompt = tokenizer("def add(a, b):", return_tensors="pt")
+    out = model.generate(**prompt, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert out.shape[1] == prompt["input_ids"].shape[1] + 4
+
+
+@pytest.mark.slow
+def test_fsdp_config_on_cpu_says_it_trains_plain_data_parallel(tiny_model: str, verified: Path, tmp_path: Path):
+    """accelerate runs FSDP only on GPU-class devices: on a CPU the FSDP config trains DDP, and says so."""
+    proc = launch("fsdp.yaml", verified, tiny_model, tmp_path / "fsdp")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "the launch asks for FSDP but accelerate did not turn it on here" in proc.stderr, proc.stderr[-3000:]

