@@ -21,9 +21,9 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from selfalign import self_verify
 from selfalign.charts import eval_figure, funnels_figure
 from selfalign.errors import UserError
+from selfalign.evaluation import self_verify
 from selfalign.runview import (
     TABLE_COLUMNS,
     Run,

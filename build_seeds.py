@@ -21,7 +21,9 @@ from selfalign.decontam import Decontaminator
 from selfalign.dedup import near_duplicates
 from selfalign.errors import fail, run_main
 from selfalign.funnel import Funnel
-from selfalign.io import StageRun, atomic_write
+from selfalign.io.files import atomic_write
+from selfalign.io.rows import Rows, SubRows, TextColumn, WithColumns
+from selfalign.io.stage_run import StageRun
 from selfalign.judge import EXAMPLES_FILE, DocstringJudge
 from selfalign.pysource import DEFAULT_BANNED_IMPORTS, extract_seeds
 from selfalign.sources import (
@@ -32,7 +34,6 @@ from selfalign.sources import (
     describe,
     index_without_reading,
 )
-from selfalign.tables import Rows, SubRows, TextColumn, WithColumns
 from selfalign.typecheck import CONFIG as PYRIGHT_CONFIG
 from selfalign.typecheck import TypeCheckStats, typecheck
 

@@ -14,7 +14,7 @@ Finished model × benchmark results are reused; generation resumes per chunk of 
 
 This file's name shadows the pip `evaluate` package for anything that imports it while the script runs (the
 script's folder is first on sys.path), so the folder is moved behind site-packages before any other import.
-The logic lives in selfalign/evaluation.py; tests import that, never this script.
+The logic lives in selfalign/evaluation/; tests import that, never this script.
 """
 
 from __future__ import annotations
@@ -32,17 +32,10 @@ from selfalign.backends import BackendOptions, LazyBackend  # noqa: E402
 from selfalign.config import as_dict, parse_args  # noqa: E402
 from selfalign.console import log, setup_logging  # noqa: E402
 from selfalign.errors import fail, run_main  # noqa: E402
-from selfalign.evaluation import (  # noqa: E402
-    EvaluateArguments,
-    check_arguments,
-    compare_with_base,
-    evaluate_model,
-    funnel_of,
-    load_benchmark,
-    write_model_card,
-    write_reports,
-)
-from selfalign.hub import push_eval, push_model_card  # noqa: E402
+from selfalign.evaluation.arguments import EvaluateArguments, check_arguments  # noqa: E402
+from selfalign.evaluation.report import funnel_of, write_model_card, write_reports  # noqa: E402
+from selfalign.evaluation.run import compare_with_base, evaluate_model, load_benchmark  # noqa: E402
+from selfalign.io.hub import push_eval, push_model_card  # noqa: E402
 from selfalign.models import resolve_model  # noqa: E402
 from selfalign.sandbox import Sandbox  # noqa: E402
 
@@ -93,7 +86,7 @@ def main() -> None:
         if bench.problems is None:
             print(f"{bench.name}: {bench.source}")
     print(table)
-    if run_args.push_to_hub:  # reports and per-sample results into the run's dataset repo (see selfalign/hub.py)
+    if run_args.push_to_hub:  # reports and per-sample results into the run's dataset repo (see selfalign/io/hub.py)
         push_eval(out, run_args.push_to_hub, run_args.hub_private)
         for model in models:  # a model train_sft.py pushed: its card, now with model-index, to its own repo
             if args.write_model_card and Path(model).is_dir():

@@ -14,7 +14,9 @@ from selfalign.config import as_dict, parse_args
 from selfalign.console import log, setup_logging
 from selfalign.errors import run_main
 from selfalign.funnel import Funnel
-from selfalign.io import StageRun, read_rows
+from selfalign.io.files import read_jsonl
+from selfalign.io.inputs import read_rows
+from selfalign.io.stage_run import StageRun
 from selfalign.seeding import chunk_seed, row_rng, stable_id
 from selfalign.templates import (
     CATEGORIES,
@@ -23,7 +25,6 @@ from selfalign.templates import (
     SCI_FILE,
     ci_prompt,
     few_shot_picker,
-    load_jsonl,
     parse_concepts,
     parse_instruction,
     prompt_files,
@@ -60,7 +61,7 @@ def main() -> None:
     if not stage.open():
         log.info("%s is complete (version %s); nothing to do", stage.dir, stage.version)
         return
-    examples = load_jsonl(SCI_FILE)
+    examples = read_jsonl(SCI_FILE)
     pick_examples = few_shot_picker(examples, args.num_examples, args.example_sets, run_args.seed)
 
     def write_instructions(rows: list[dict], part: Funnel) -> list[dict]:

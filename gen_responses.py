@@ -14,7 +14,8 @@ from selfalign.config import as_dict, parse_args
 from selfalign.console import log, setup_logging
 from selfalign.errors import run_main
 from selfalign.funnel import Funnel
-from selfalign.io import StageRun, read_rows
+from selfalign.io.inputs import read_rows
+from selfalign.io.stage_run import StageRun
 from selfalign.responses import ResponseSettings, check_settings, respond
 from selfalign.seeding import chunk_seed, stable_id
 from selfalign.templates import prompt_files

@@ -21,8 +21,9 @@ from selfalign.config import RunArguments, as_dict, parse_args
 from selfalign.console import log, setup_logging
 from selfalign.errors import fail, run_main
 from selfalign.funnel import Funnel
-from selfalign.hub import push_model
-from selfalign.io import StageRun, read_rows
+from selfalign.io.hub import push_model
+from selfalign.io.inputs import read_rows
+from selfalign.io.stage_run import StageRun
 from selfalign.models import resolve_model
 from selfalign.training import (
     build_trainer,
@@ -108,7 +109,7 @@ def main() -> None:
     print(funnel.render_text())
     print(f"{STAGE}: {saved} trained on {len(rows)} rows, {trainer.state.global_step} steps, "
           f"loss {metrics.get('train_loss', float('nan')):.4f}, in {run.dir}")
-    if push_to:  # the model repo: this folder on main (or --hub_revision), tagged (see selfalign/hub.py)
+    if push_to:  # the model repo: this folder on main (or --hub_revision), tagged (see selfalign/io/hub.py)
         push_model(run.dir, push_to, patterns=MODEL_FILES, branch=sft_config.hub_revision or "main",
                    tag=f"{STAGE}-{run.version}", private=bool(sft_config.hub_private_repo),
                    message=f"{STAGE} {run.version} (train_sft.py)")

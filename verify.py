@@ -41,10 +41,11 @@ from selfalign.dedup import near_duplicates
 from selfalign.errors import fail, run_main
 from selfalign.filters import CHECK_COLUMNS, FILTERS, check_samples, refusal
 from selfalign.funnel import Funnel
-from selfalign.io import StageRun, read_rows
+from selfalign.io.inputs import read_rows
+from selfalign.io.rows import Rows, SubRows, TableRows, TextColumn
+from selfalign.io.stage_run import StageRun
 from selfalign.sandbox import ISOLATIONS, Sandbox
 from selfalign.seeding import row_rng
-from selfalign.tables import Rows, SubRows, TableRows, TextColumn
 
 STAGE = "verified"
 COLUMNS = ["sample_id", "instruction_id", "sample_index", "instruction", "response", "code", "tests"]
@@ -157,7 +158,7 @@ def choose(samples: Verdicts, positions: np.ndarray, selection: str, seed: int, 
         count_drops(funnel, refused[refused > 0], samples.refusals)
         allowed &= samples.eligible(selection)[positions]
     eligible = positions[allowed]
-    # each instruction's samples by sample index (ties: input order), as the old per-row loop sorted them
+    # each instruction's samples by sample index (ties: input order)
     ordered = eligible[np.lexsort((eligible, samples.sample_index[eligible], samples.codes[eligible]))]
     codes = samples.codes[ordered]
     chosen, others = [], 0

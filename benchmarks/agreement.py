@@ -34,7 +34,7 @@ from selfalign.agreement import (
     parses,
     plan,
 )
-from selfalign.io import load_input
+from selfalign.io.inputs import load_input
 from selfalign.sandbox import Sandbox
 from selfalign.seeding import row_rng
 

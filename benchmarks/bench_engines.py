@@ -1,5 +1,5 @@
 """Generation engines on this machine, measured in one run on the same prompts of every generating stage:
-transformers in process (batch 8, the demo's former engine) against the managed vLLM server
+transformers in process (batch 8) against the managed vLLM server
 (`--backend vllm-server`, 16 requests in flight), with the server's prefix-cache hit rate.
 
     python benchmarks/bench_engines.py [--n 16] [--max_new_tokens N] [--concurrency 16]
@@ -27,7 +27,9 @@ from stdlib_data import stdlib_seed_candidates
 
 from selfalign.backends import Backend, BackendOptions, Prompt, Sampling, TransformersBackend
 from selfalign.backends.served import ServedVLLMBackend, prefix_cache_metrics
-from selfalign.evaluation import STOP, load_humaneval, render_prompt
+from selfalign.evaluation.benchmarks import load_humaneval
+from selfalign.evaluation.prompts import STOP, render_prompt
+from selfalign.io.files import read_jsonl
 from selfalign.seeding import row_rng
 from selfalign.templates import (
     CATEGORIES,
@@ -37,7 +39,6 @@ from selfalign.templates import (
     SCI_FILE,
     ci_prompt,
     few_shot_picker,
-    load_jsonl,
     parse_response,
     response_prompt,
     sc_prompt,
@@ -49,7 +50,7 @@ MODEL = "smollm2-135m-instruct"
 
 def stage_prompts(n: int, tokenizer: Any) -> dict[str, tuple[list[Prompt], Sampling]]:
     """Each generating stage's prompts, as the stage builds them under recipes/demo-cpu.yaml."""
-    examples, responses = load_jsonl(SCI_FILE), load_jsonl(RESPONSE_FILE)
+    examples, responses = read_jsonl(SCI_FILE), read_jsonl(RESPONSE_FILE)
     seeds = [seed.content for _, seed in stdlib_seed_candidates()[:n]]
     recipe = yaml.safe_load((ROOT / "recipes" / "demo-cpu.yaml").read_text())
     instructions_, responses_, evaluate_ = recipe["gen_instructions"], recipe["gen_responses"], recipe["evaluate"]

@@ -22,8 +22,9 @@ sys.path.insert(0, str(ROOT))
 from stdlib_data import stdlib_seed_candidates
 
 from selfalign.backends import Sampling, TransformersBackend
+from selfalign.io.files import read_jsonl
 from selfalign.seeding import row_rng
-from selfalign.templates import HEADER_STOP, SCI_FILE, load_jsonl, sc_prompt
+from selfalign.templates import HEADER_STOP, SCI_FILE, sc_prompt
 
 
 def stdlib_seeds(n: int) -> list[dict[str, str]]:
@@ -37,7 +38,7 @@ def main() -> None:
     parser.add_argument("--max_new_tokens", type=int, default=96)
     options = parser.parse_args()
     seeds = stdlib_seeds(options.n)
-    examples = load_jsonl(SCI_FILE)
+    examples = read_jsonl(SCI_FILE)
     prompts = [sc_prompt(s["content"], row_rng(0, s["seed_id"]).sample(examples, 3), True) for s in seeds]
     sampling = Sampling(temperature=0.7, max_new_tokens=options.max_new_tokens, stop=HEADER_STOP, seed=0)
     print(f"S→C prompts for {len(seeds)} stdlib seeds, SmolLM2-135M-Instruct, transformers on CPU")

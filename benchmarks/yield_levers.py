@@ -1,4 +1,4 @@
-"""Which generation settings make more of the model's own answers pass their own tests (issue 10's yield levers).
+"""Which generation settings make more of the model's own answers pass their own tests (the yield levers).
 
 Runs `gen_responses.py` and `verify.py` (the real stages, on the demo recipe, on its engine) once per variant on
 one fixed set of instructions, and reports per variant: the share of samples that pass, the instructions with at
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from selfalign.errors import UserError
-from selfalign.io import load_input
+from selfalign.io.inputs import load_input
 from selfalign.templates import parse_asserts
 
 RECIPE = ROOT / "recipes" / "demo-cpu.yaml"

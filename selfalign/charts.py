@@ -8,6 +8,7 @@ backend, safe in the app's worker threads.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from selfalign.io import atomic_write
+from selfalign.io.files import atomic_write
 
 IN, DROP, OUT, COUNT = "#4c72b0", "#c44e52", "#55a868", "#b0b0b0"
 FUNNEL_FILE = "funnel.png"
@@ -109,8 +110,6 @@ def eval_figure(scores: Mapping[str, Mapping[str, float]], metric: str = "pass@1
 
 def save_png(fig: Figure, path: Path, dpi: int = 110) -> Path:
     """Render a figure to `path` atomically (a reader sees the old chart or the new one)."""
-    from io import BytesIO
-
     buffer = BytesIO()
     FigureCanvasAgg(fig)  # Agg, whatever matplotlib's default backend is on this machine
     fig.savefig(buffer, format="png", dpi=dpi)

@@ -10,12 +10,12 @@ answer whatever it is shown. Seven hand-written few-shot examples (4 yes, 3 no) 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 from selfalign.backends import BackendStats, TransformersBackend
+from selfalign.io.files import read_jsonl
 from selfalign.seeding import row_rng
 
 EXAMPLES_FILE = Path(__file__).parent / "prompts" / "docstring_judge.jsonl"
@@ -23,10 +23,6 @@ SYSTEM = "You review Python functions for a dataset of programming exercises."
 QUESTION = ("Does the docstring alone give enough information to re-implement this function, without "
             "seeing its body? Answer Yes or No.")
 CHOICES = ("Yes", "No")
-
-
-def load_examples(path: Path = EXAMPLES_FILE) -> list[dict[str, str]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _ask(function: str) -> str:
@@ -41,7 +37,7 @@ class DocstringJudge:
         if order not in ("fixed", "shuffled"):
             raise ValueError(f"judge order must be 'fixed' or 'shuffled', not {order!r}")
         self._backend, self.order, self.seed, self.batch_size = backend, order, seed, batch_size
-        self.examples = load_examples()
+        self.examples = read_jsonl(EXAMPLES_FILE)
         self._baseline: float | None = None
 
     @property

@@ -22,7 +22,7 @@ from typing import Any
 from selfalign.console import log
 from selfalign.errors import fail
 
-# a Hub id `org/name[:config][@revision]` (here, not in io.py: the vLLM engine's venv imports models without pyarrow)
+# a Hub id `org/name[:config][@revision]` (here, not in io/inputs.py: the vLLM engine's venv imports models without pyarrow)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.-]+)?(@[\w./-]+)?$")
 
 

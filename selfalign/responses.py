@@ -13,11 +13,11 @@ from typing import Any
 
 from selfalign.backends import LazyBackend, Sampling
 from selfalign.errors import fail
+from selfalign.io.files import read_jsonl
 from selfalign.seeding import row_rng
 from selfalign.templates import (
     HEADER_STOP,
     RESPONSE_FILE,
-    load_jsonl,
     parse_asserts,
     parse_response,
     response_prompt,
@@ -56,7 +56,7 @@ def respond(model: LazyBackend, rows: Sequence[dict[str, Any]], settings: Respon
     parse status, finish reason, completion tokens and request error. Few-shot examples are drawn per row from
     `run_seed`; `sampling_seed` seeds the backend's sampling for this call."""
     chat = model.chat
-    examples = load_jsonl(RESPONSE_FILE)
+    examples = read_jsonl(RESPONSE_FILE)
     prompts = [response_prompt(r["instruction"], row_rng(run_seed, r["instruction_id"]).sample(
         examples, min(settings.num_examples, len(examples))), chat) for r in rows]
     sampling = Sampling(n=settings.num_samples, temperature=settings.temperature, top_p=settings.top_p,

@@ -2,12 +2,12 @@
 
 A run on disk is one folder per stage (seeds, instructions, responses, verified, sft, eval), each with its
 provenance.json (which holds the stage's funnel) and data/*.parquet. On the Hub it is one dataset repo laid out
-as `selfalign/hub.py` says (what `--push_to_hub` makes: every stage a config on `main`, its provenance in
+as `selfalign/io/hub.py` says (what `--push_to_hub` makes: every stage a config on `main`, its provenance in
 <stage>/, the eval reports in eval/), read at one commit: the revision given (branch, tag or sha) or `main`.
 
-Only what a page shows is read: provenance files, and for the tables a filtered page of rows: pyarrow's dataset
-scanner on local parquet (reads just the needed row groups), `datasets` streaming on the Hub, so a paper-scale
-run (millions of samples) opens as fast as a demo.
+Only what a page shows is read: provenance files, and for the tables a filtered page of rows: local parquet a row
+group at a time (`ParquetRows`), `datasets` streaming on the Hub, so a paper-scale run (millions of samples) opens
+as fast as a demo.
 """
 
 from __future__ import annotations
@@ -17,9 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
+
 from selfalign.errors import UserError, fail
-from selfalign.hub import download, eval_reports, first_line, read_json, resolve
-from selfalign.io import HUB_ID, load_input, require_columns
+from selfalign.io.hub import download, eval_reports, first_line, read_json, resolve
+from selfalign.io.inputs import load_input, require_columns
+from selfalign.io.rows import ParquetRows
+from selfalign.models import HUB_ID
 
 STAGES = ("seeds", "instructions", "responses", "verified", "sft")
 VERDICT_COLUMNS = ("verdict", "reason", "instruction", "response", "code", "tests", "stdout", "stderr", "seed_id",
@@ -128,13 +132,11 @@ def _open_hub(repo_id: str, revision: str) -> Run:
 # ---------------------------------------------------------------- rows, lazily
 
 
-def _local_dataset(folder: Path, config: str) -> Any:
-    import pyarrow.dataset as pads
-
+def _local_rows(folder: Path, config: str) -> ParquetRows:
     files = sorted((folder / "data").glob(f"{config}-*.parquet"))
     if not files:
         fail(f"{folder} has no data/{config}-*.parquet")
-    return pads.dataset([str(f) for f in files], format="parquet")
+    return ParquetRows(files)
 
 
 def stream_rows(run: Run, stage: str, config: str, equals: Mapping[str, str] | None = None,
@@ -145,20 +147,17 @@ def stream_rows(run: Run, stage: str, config: str, equals: Mapping[str, str] | N
         fail(f"this run has no {stage} stage")
     equals, contains = dict(equals or {}), {k: v for k, v in (contains or {}).items() if v}
     if run.kind == "local":
-        import pyarrow.compute as pc
-        import pyarrow.dataset as pads
-
-        dataset = _local_dataset(Path(run.refs[stage]), config)
-        require_columns(dataset.schema.names, needed, f"{run.refs[stage]} ({config})")
+        rows = _local_rows(Path(run.refs[stage]), config)
+        require_columns(rows.column_names, needed, f"{run.refs[stage]} ({config})")
         expression = None
         for column, value in equals.items():
-            term = pads.field(column) == value
+            term = pc.field(column) == value
             expression = term if expression is None else expression & term
         for column, value in contains.items():
-            term = pc.match_substring(pads.field(column), value)  # pyright: ignore[reportAttributeAccessIssue]
+            term = pc.match_substring(pc.field(column), value)  # pyright: ignore[reportAttributeAccessIssue]
             expression = term if expression is None else expression & term
-        for batch in dataset.to_batches(filter=expression, batch_size=256):
-            yield from batch.to_pylist()
+        for batch in rows.batches(256):  # a row group read at a time, handed out in small pieces for a page
+            yield from (batch if expression is None else batch.filter(expression)).to_pylist()
         return
     hub_config = stage if config == "train" else config  # every config of a stage is a config of the repo
     ds, _ = load_input(f"{run.spec}@{run.refs[stage]}", split="train", streaming=True, config=hub_config)

@@ -22,7 +22,14 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from selfalign.errors import fail
-from selfalign.io import declared_configs, is_dataset_dir, load_input, local_data_files, require_columns
+from selfalign.io.inputs import (
+    declared_configs,
+    is_dataset_dir,
+    load_input,
+    local_data_files,
+    require_columns,
+)
+from selfalign.io.rows import ParquetRows
 
 SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "ensurepip"}
 STDLIB_LICENSE = "PSF-2.0"
@@ -242,19 +249,9 @@ class SourceReader:
 
 
 def parquet_rows(path: Path, low: int, high: int, columns: list[str]) -> list[dict[str, Any]]:
-    """Rows [low, high) of a parquet file: only the row groups holding them are read."""
-    reader = pq.ParquetFile(path)
-    present = [c for c in columns if c in reader.schema_arrow.names]
-    groups, first, offset = [], None, 0
-    for group in range(reader.metadata.num_row_groups):
-        n = reader.metadata.row_group(group).num_rows
-        if offset < high and offset + n > low:
-            groups.append(group)
-            first = offset if first is None else first
-        offset += n
-    if not groups or first is None:
-        return []
-    return reader.read_row_groups(groups, columns=present).slice(low - first, high - low).to_pylist()
+    """Rows [low, high) of a parquet file, of the `columns` it has: only the row groups holding them are read."""
+    rows = ParquetRows([path])
+    return rows.table(low, high, [c for c in columns if c in rows.column_names]).to_pylist()
 
 
 class SourceScan:

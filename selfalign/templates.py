@@ -10,7 +10,6 @@ in `selfalign/prompts/`, hashed into every dataset card.
 from __future__ import annotations
 
 import ast
-import json
 import random
 import re
 import zlib
@@ -29,10 +28,6 @@ RESPONSE_FILE = PROMPTS / "response_examples.jsonl"
 CATEGORIES = ("function implementation", "class implementation", "program implementation")
 DIFFICULTIES = ("easy", "medium", "hard")
 HEADER_STOP = ("\n### ",)
-
-
-def load_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def few_shot_picker(examples: Sequence[dict[str, Any]], k: int, num_sets: int,

@@ -6,15 +6,20 @@ Kept out of the script so tests can build the exact trainer the script builds an
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from selfalign.charts import funnel_caption, write_funnel_chart
 from selfalign.console import log
 from selfalign.errors import fail
 from selfalign.funnel import Funnel
-from selfalign.io import InputRef, StageRun, atomic_write, library_versions
+from selfalign.io.files import atomic_write
+from selfalign.io.inputs import InputRef
+from selfalign.io.provenance import library_versions
+from selfalign.io.stage_run import StageRun
 from selfalign.models import ModelRef, hub_origin
 from selfalign.templates import SC2_CHAT_TEMPLATE
 
@@ -110,8 +115,6 @@ def build_trainer(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]],
 def warn_if_not_sharded(trainer: Any) -> None:
     """Warn when the launch asked for FSDP or DeepSpeed and accelerate did not turn it on: it enables FSDP only on
     GPU-class devices and DeepSpeed not under `use_cpu`, and trains plain data parallel instead (full copies)."""
-    import os
-
     for name, enabled in (("FSDP", trainer.is_fsdp_enabled), ("DEEPSPEED", trainer.is_deepspeed_enabled)):
         if os.environ.get(f"ACCELERATE_USE_{name}", "").lower() == "true" and not enabled:
             log.warning("the launch asks for %s but accelerate did not turn it on here (FSDP: GPUs only; DeepSpeed "
@@ -169,8 +172,6 @@ def write_card(run: StageRun, model_ref: ModelRef, data_ref: InputRef, template:
     provenance = {"stage": run.stage, "script": run.script, "version": run.version, "created": created,
                   "arguments": dict(arguments), "inputs": run.inputs, "chat_template": template, "saved": saved,
                   "metrics": dict(metrics), "funnel": funnel.to_dict(), "libraries": libraries}
-    from selfalign.charts import write_funnel_chart
-
     write_funnel_chart(run.dir, funnel.to_dict())
     atomic_write(run.dir / "README.md", model_card(
         base=model_ref.to_dict(), base_model=hub_origin(model_ref.name), dataset=data_ref.to_dict(),
@@ -182,8 +183,6 @@ def write_card(run: StageRun, model_ref: ModelRef, data_ref: InputRef, template:
 def model_card(*, base: Mapping[str, Any], base_model: str | None, dataset: Mapping[str, Any], chat_template: str, saved: str,
                metrics: Mapping[str, Any], funnel: Funnel, arguments: Mapping[str, Any], version: str,
                libraries: Mapping[str, str], created: str) -> str:
-    from selfalign.charts import funnel_caption
-
     datasets_line = f"datasets: [{dataset['spec'].split('@')[0]}]\n" if dataset.get("kind") == "hub" else ""
     template = ("the model's own chat template" if chat_template == "model" else
                 "the StarCoder2-Instruct instruction template (`### Instruction` / `### Response`), installed as "

@@ -27,8 +27,8 @@ from local_hub import LocalHub
 from selfalign.config import RunArguments
 from selfalign.errors import UserError
 from selfalign.funnel import Funnel
-from selfalign.hub import push_eval
-from selfalign.io import StageRun
+from selfalign.io.hub import push_eval
+from selfalign.io.stage_run import StageRun
 from selfalign.runview import chain, eval_problems, eval_scores, open_run, samples, verdict_choices
 
 CHROMIUM = "/usr/bin/chromium"

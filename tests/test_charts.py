@@ -12,9 +12,9 @@ from PIL import Image
 
 from selfalign.charts import eval_figure, funnel_bars, funnel_figure, funnels_figure, save_png
 from selfalign.config import RunArguments
-from selfalign.evaluation import with_model_index
+from selfalign.evaluation.report import with_model_index
 from selfalign.funnel import Funnel
-from selfalign.io import StageRun
+from selfalign.io.stage_run import StageRun
 
 VERIFY_FUNNEL = {"stage": "verified", "rows_in": 105, "rows_out": 2,
                  "counters": {"verdict: error": 79, "verdict: fail": 23, "verdict: pass": 3},

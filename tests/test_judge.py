@@ -6,7 +6,7 @@ import pytest
 from conftest import ROOT, run_script
 
 from selfalign.backends import TransformersBackend
-from selfalign.io import load_input
+from selfalign.io.inputs import load_input
 from selfalign.judge import DocstringJudge
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ from conftest import ROOT, assert_one_line_error, run_script
 
 from selfalign.filters import FILTERS, keeps, refusal
 from selfalign.funnel import Funnel
-from selfalign.io import load_input
+from selfalign.io.inputs import load_input
 from verify import SELECTIONS, VerifyArguments, select
 
 # verdict shares close to the demo's measured ones (yield-findings.md: most samples error or fail)

@@ -24,12 +24,9 @@ from local_hub import LocalHub
 import app
 from selfalign.backends import BackendOptions
 from selfalign.config import parse_args
-from selfalign.evaluation import EvaluateArguments, load_humaneval, per_problem, response_settings, summarize
-from selfalign.hub import push_eval
-from selfalign.responses import ResponseSettings
-from selfalign.runview import open_run
-from selfalign.sandbox import Sandbox
-from selfalign.self_verify import (
+from selfalign.evaluation.arguments import EvaluateArguments, response_settings
+from selfalign.evaluation.benchmarks import load_humaneval
+from selfalign.evaluation.self_verify import (
     add_choice_weights,
     execute_both,
     mechanism,
@@ -37,6 +34,11 @@ from selfalign.self_verify import (
     rate,
     task_imports,
 )
+from selfalign.evaluation.stats import per_problem, summarize
+from selfalign.io.hub import push_eval
+from selfalign.responses import ResponseSettings
+from selfalign.runview import open_run
+from selfalign.sandbox import Sandbox
 
 requires_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 PROBLEMS = {p.task_id: p for p in load_humaneval().problems or []}

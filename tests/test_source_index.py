@@ -1,4 +1,4 @@
-"""The chunk index of build_seeds' source (issue 11, item 6): recorded once, then each shard and each rerun
+"""The chunk index of build_seeds' source: recorded once, then each shard and each rerun
 reads only its own chunks, and what it reads equals the chunks of one pass over the whole source."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from conftest import ROOT, kill_after_parts, run_script
 
 from selfalign import sources
 from selfalign.config import RunArguments
-from selfalign.io import StageRun, load_input
+from selfalign.io.inputs import load_input
+from selfalign.io.stage_run import StageRun
 from selfalign.sources import SourceReader, SourceScan, SourceSpec, index_without_reading, iter_chunks
 
 CHUNK_SIZES = (4, 16, 64, 1024)  # the recipes' powers of two (1024 takes the whole test source in one chunk)

@@ -1,6 +1,6 @@
-"""Streaming (issue 11, item 4): rows stay in Arrow until used, and every output equals what the former
-in-memory code made of the same rows. The former code is kept here as the reference (`reference_*`), copied
-from verify.py and io.py as they were before streaming."""
+"""Streaming: rows stay in Arrow until used, and every output equals what the same steps make of the rows held
+in memory as dicts. That in-memory version of verify.py's selection and of `StageRun.finalize` is the reference
+here (`reference_*`)."""
 
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ from selfalign.config import RunArguments
 from selfalign.decontam import Decontaminator, normalize
 from selfalign.dedup import near_duplicates
 from selfalign.funnel import Funnel
-from selfalign.io import StageRun
+from selfalign.io.rows import SubRows, TableRows, TextColumn, WithColumns
+from selfalign.io.stage_run import StageRun
 from selfalign.seeding import row_rng
-from selfalign.tables import SubRows, TableRows, TextColumn, WithColumns
 from verify import CHOSEN, SELECTIONS, VerifyArguments, function_names, select
 
-# ---------------------------------------------------------------- the former in-memory selection
+# ---------------------------------------------------------------- the in-memory selection (the reference)
 
 
 def reference_choose(samples: list[dict], selection: str, seed: int, funnel: Funnel) -> list[dict]:
@@ -145,7 +145,7 @@ def verdict_rows(n_instructions: int, n_samples: int, seed: int) -> list[dict]:
 @pytest.mark.parametrize(("selection", "instructions", "max_rows", "per_name"), [
     ("passing", "all", None, None), ("random", "all", None, 2), ("failing", "all", 300, None),
     ("passing", "matched", None, None), ("failing", "matched", 200, 3)])
-def test_selection_equals_the_former_in_memory_selection(selection, instructions, max_rows, per_name):
+def test_selection_equals_the_in_memory_selection(selection, instructions, max_rows, per_name):
     rows = verdict_rows(1500, 6, seed=len(selection) + (max_rows or 0))
     args = VerifyArguments(selection=selection, selection_instructions=instructions, max_rows=max_rows,
                            max_per_function_name=per_name, decontaminate=["humaneval"])
@@ -188,7 +188,7 @@ def test_part_rows_read_as_the_rows_written_with_types_unified(tmp_path):
 
 @pytest.mark.parametrize("rows_per_file", [1000, 64])
 def test_finalize_from_parts_writes_what_the_rows_in_memory_made(tmp_path, rows_per_file):
-    """The streamed path (parts -> files a row group at a time) against the former one (all rows as dicts ->
+    """The streamed path (parts -> files a row group at a time) against the in-memory one (all rows as dicts ->
     `pa.Table.from_pylist` per file), on 700 rows in parts of the recipes' chunk sizes."""
     rng = random.Random(3)
     rows = [{"id": f"r{i}", "n": i, "text": " ".join(rng.choice(WORDS) for _ in range(rng.randint(0, 40))),
@@ -232,7 +232,7 @@ def test_rows_of_an_input_are_a_zero_copy_view(tmp_path):
 
 def test_verify_from_verdicts_writes_what_the_in_memory_code_wrote(tmp_path):
     """A finished verify output with 9,000 verdicts, selected again: the streamed stage's files equal the
-    former code's (reference selection, rows as dicts, `finalize` of lists)."""
+    in-memory reference's (reference selection, rows as dicts, `finalize` of lists)."""
     rows = verdict_rows(1500, 6, seed=5)
     source = tmp_path / "source"
     (source / "data").mkdir(parents=True)

