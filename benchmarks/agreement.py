@@ -2,7 +2,7 @@
 measured on finished `verify.py` outputs (their `verdicts` config: every sample's code, tests and verdict).
 
 Per instruction, every sample's code runs against every distinct assert of the instruction's samples in the
-sandbox (one job per (code, assert) pair; `selfalign/agreement.py` says what is run and how a consensus group
+sandbox (one job per (code, assert) pair; `benchmarks/codet_agreement.py` says what is run and how a consensus group
 is chosen). Reported per data set: instructions solved under the paper's rule (a sample whose own tests all
 pass) and under agreement (a consensus group with support), how the two overlap, how often agreement picks a
 sample the paper's rule rejects and the other way round, sandbox runs and seconds, and, for the instructions
@@ -24,7 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from selfalign.agreement import (
+from codet_agreement import (
     MIN_CODES,
     Plan,
     checks_a_value,
@@ -34,6 +34,7 @@ from selfalign.agreement import (
     parses,
     plan,
 )
+
 from selfalign.io.inputs import load_input
 from selfalign.sandbox import Sandbox
 from selfalign.seeding import row_rng

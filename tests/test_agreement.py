@@ -1,4 +1,4 @@
-"""Test agreement across samples (selfalign/agreement.py, measured by benchmarks/agreement.py): the consensus
+"""Test agreement across samples (benchmarks/codet_agreement.py, measured by benchmarks/agreement.py): the consensus
 scoring against hand-computed cases and a brute force over realistic shapes, the support rule, and the real
 sandbox on a handmade instruction."""
 
@@ -8,7 +8,14 @@ import random
 
 import pytest
 
-from selfalign.agreement import MIN_CODES, checks_a_value, consensus, cross_execute, plan, split_asserts
+from benchmarks.codet_agreement import (
+    MIN_CODES,
+    checks_a_value,
+    consensus,
+    cross_execute,
+    plan,
+    split_asserts,
+)
 from selfalign.sandbox import Sandbox
 
 
