@@ -26,13 +26,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from selfalign.io import load_input
+from selfalign.io.inputs import load_input
 from selfalign.models import resolve_model
 
 RECIPE = ROOT / "recipes" / "demo-cpu.yaml"
 # name: train_sft.py overrides on top of the demo recipe
 CANDIDATES: dict[str, list[str]] = {
-    "full, lr 5e-5, 3 epochs": ["--learning_rate", "5e-5", "--num_train_epochs", "3"],  # the demo's until now
+    "full, lr 5e-5, 3 epochs": ["--learning_rate", "5e-5", "--num_train_epochs", "3"],  # the demo recipe's
     "full, lr 1e-5, 3 epochs": ["--learning_rate", "1e-5", "--num_train_epochs", "3"],
     "full, lr 1e-5, 1 epoch": ["--learning_rate", "1e-5", "--num_train_epochs", "1"],
     "LoRA r16, lr 1e-4, 3 epochs": ["--use_peft", "true", "--lora_r", "16", "--lora_alpha", "32",

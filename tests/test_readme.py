@@ -1,7 +1,7 @@
 """The README is the user's manual and docs/ its details: the two commands, the links between and within the pages
 (files and sections) and the repository files they name hold.
 
-(A careless edit once cut six sections out of the README, and only the links that pointed at them showed it.)
+(Why the links: a section cut out of a page shows only through the links that point at it.)
 """
 
 import re
@@ -30,7 +30,7 @@ def anchors(page: Path) -> set[str]:
 
 
 def named_files(text: str) -> set[str]:
-    """Repository paths a page names in backticks (`selfalign/io.py`), relative to the repository's root."""
+    """Repository paths a page names in backticks (`selfalign/io/inputs.py`), relative to the repository's root."""
     tops = ("benchmarks", "docs", "notebooks", "recipes", "selfalign", "space", "tests")
     return set(re.findall(rf"`((?:{'|'.join(tops)})/[\w./-]+\.\w+)`", text))
 

@@ -67,7 +67,7 @@ HOSTILE: dict[str, tuple[str, str, str]] = {
     "unittest_without_tests": ("import unittest\n", "unittest.main()\n", "fail"),
     "no_asserts": ("def f():\n    return 1\n\nprint(f())\n", "", "fail"),
     "syntax_error": ("def f(:\n    return 1\n", "assert f() == 1\n", "error"),
-    # found by the compiler, not the parser (met in the demo run: it used to come back as infra_error)
+    # found by the compiler, not the parser: the sample's error, not the sandbox's (infra_error)
     "compile_error": ("def f(lst, lst):\n    return lst\n", "assert f(1, 2) == 2\n", "error"),
     "return_outside_function": ("return 1\n", "assert True\n", "error"),
     "exception_outside_asserts": ("def f():\n    return undefined_name\n", "assert f() == 1\n", "error"),

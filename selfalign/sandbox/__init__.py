@@ -11,7 +11,7 @@ Without root (isolation="rootless", chosen automatically by "bwrap" when not roo
 bubblewrap sandbox in an unprivileged user namespace, run under the caller's own uid. Its processes
 are found and killed through the slot's PID namespace instead of a uid (killing the namespace's init
 kills all of them), and RLIMIT_NPROC still counts per slot because the kernel (5.14 and later) counts it
-per user namespace. What it gives up is in README "Rootless mode".
+per user namespace. What it gives up is in docs/sandbox.md, "Rootless mode".
 
 A sample passes only if the harness, after the solution and all tests ran, reports on a private pipe
 with the per-run nonce, at least one assert (or unittest test) ran, and none failed. The exit code

@@ -56,7 +56,7 @@ class Sandbox:
             raise ValueError(f"isolation must be one of {', '.join(ISOLATIONS)}, not {isolation!r}")
         if isolation == "bwrap" and os.geteuid() != 0:
             isolation = "rootless"  # no uid of our own to hand out: user namespaces instead
-            logging.getLogger(__name__).info("not root: the sandbox runs rootless (see README, Rootless mode)")
+            logging.getLogger(__name__).info("not root: the sandbox runs rootless (see docs/sandbox.md, Rootless mode)")
         self.workers = workers or os.cpu_count() or 1
         self.timeout = timeout
         self.memory_mb = memory_mb
