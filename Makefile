@@ -105,9 +105,10 @@ test: dev engine
 	$(VENV)/bin/pyright
 	$(PY) -m pytest -q
 
-# the suite without the tests marked slow (real engine servers, notebook, browser, GPU lock): a quick check
+# the unit tier (tests/unit: in process, no model, server or subprocess): the quick check after a change.
+# tests/integration (the real stages and sandbox on tiny inputs) and tests/slow run with `make test`.
 test-fast: dev
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q tests/unit
 
 lint: dev
 	$(VENV)/bin/ruff check . && $(VENV)/bin/pyright

