@@ -1,5 +1,8 @@
 """selfalign/devset.jsonl, the development set with reference tests: its solutions pass, its tests fail every
-trivial mutant of them, it is apart from HumanEval and the demo's seeds, and evaluate.py loads it."""
+trivial mutant of them, it is apart from HumanEval and the demo's seeds, and evaluate.py loads it.
+
+Two tiers: dev/0..dev/49 are harder tasks (run-length coding, intervals, five classes), dev/50..dev/99 easy
+one-function tasks a 135M model has a real chance at, so that the set can show whether a filter keeps correct code."""
 
 import ast
 import json
@@ -16,6 +19,7 @@ from selfalign.sandbox import Sandbox
 
 DEVSET = ROOT / "selfalign" / "devset.jsonl"
 TASKS = [json.loads(line) for line in DEVSET.read_text().splitlines()]
+EASY = TASKS[50:]  # the easy tier
 
 
 def defined(program: str) -> dict[str, str]:
@@ -24,7 +28,7 @@ def defined(program: str) -> dict[str, str]:
 
 
 def test_tasks_are_well_formed():
-    assert [t["task_id"] for t in TASKS] == [f"dev/{i}" for i in range(len(TASKS))] and len(TASKS) >= 45
+    assert [t["task_id"] for t in TASKS] == [f"dev/{i}" for i in range(len(TASKS))] and len(TASKS) == 100
     classes = 0
     for t in TASKS:
         assert set(t) == {"task_id", "instruction", "entry_point", "tests", "canonical_solution"}, t["task_id"]
@@ -38,6 +42,14 @@ def test_tasks_are_well_formed():
         assert "Example" in t["instruction"] and len(t["instruction"].split()) <= 200
         classes += "ClassDef" in defined(t["canonical_solution"]).values()
     assert classes >= 5
+
+
+def test_the_easy_tier_is_one_short_function_each():
+    for t in EASY:
+        assert defined(t["canonical_solution"]) == {t["entry_point"]: "FunctionDef"}, t["task_id"]
+        assert len(t["canonical_solution"].strip().splitlines()) <= 1 + 5, t["task_id"]  # def + 1 to 5 lines
+        assert 5 <= sum(isinstance(n, ast.Assert) for n in ast.walk(ast.parse(t["tests"]))) <= 8, t["task_id"]
+    assert len({t["entry_point"] for t in TASKS}) == len(TASKS)  # no easy task repeats a name of the set
 
 
 @pytest.fixture(scope="module")

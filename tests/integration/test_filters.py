@@ -177,7 +177,7 @@ def test_the_unit_under_test_is_the_named_one_the_tests_call():
 
 
 def test_the_dev_sets_solutions_with_their_reference_tests_pass_every_check(sandbox):
-    """50 correct, well-tested samples (selfalign/devset.jsonl, its tests run as own tests): no filter refuses one."""
+    """100 correct, well-tested samples (selfalign/devset.jsonl, its tests run as own tests): no filter refuses one."""
     tasks = [json.loads(line) for line in (ROOT / "selfalign" / "devset.jsonl").read_text().splitlines()]
     found = check_samples(sandbox, [sample(t["instruction"], t["canonical_solution"], t["tests"]) for t in tasks])
     for t, checks in zip(tasks, found, strict=True):
