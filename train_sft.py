@@ -102,6 +102,10 @@ def main() -> None:
     # every process saves: under ZeRO-3 / FSDP gathering the sharded weights is a collective
     saved = save_final(trainer, tokenizer, run.dir, args.merge_lora,
                        lambda: load_model(model_ref, model_args.dtype, model_args.attn_implementation, args.dropout))
+    # all processes leave the process group together: one exiting while another still wrote the weights was
+    # aborted at exit ("terminate called without an active exception", gloo under ZeRO-3)
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
     if not trainer.accelerator.is_main_process:
         return
     metrics = {**result.metrics, "train_rows": len(rows), "steps": trainer.state.global_step}

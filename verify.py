@@ -342,7 +342,9 @@ def lazy_sandbox(args: VerifyArguments) -> Iterator[Callable[[], Sandbox]]:
 
 
 def run_sandbox(stage: StageRun, samples: Rows, sandbox: Callable[[], Sandbox], args: VerifyArguments) -> bool:
-    """Every sample's verdict, saved per chunk (resumable); True once all chunks are done."""
+    """Every sample's verdict, and the stricter checks of every passing one (named function, trivial mutants,
+    distinct asserts: columns CHECK_COLUMNS, None for the others), saved per chunk (resumable, sharded as one
+    phase, so each shard checks its own samples); True when this process is to write the output."""
 
     def execute(rows: list[dict], part: Funnel) -> list[dict]:
         part.rows_in += len(rows)
@@ -362,14 +364,7 @@ def run_sandbox(stage: StageRun, samples: Rows, sandbox: Callable[[], Sandbox], 
                 part.count(f"rejected: {reason.split(':')[0]}")
             out.append({**row, "verdict": verdict, "reason": reason, "asserts": asserts, "stdout": stdout,
                         "stderr": stderr, "exec_seconds": round(seconds, 3)})
-        return out
-
-    return stage.map_chunks("execute", samples, args.chunk_size, execute, desc="sandbox")
-
-
-def run_checks(stage: StageRun, verdicts: Rows, sandbox: Callable[[], Sandbox], args: VerifyArguments) -> bool:
-    """The stricter checks of every passing sample (named function, trivial mutants, distinct asserts: columns
-    CHECK_COLUMNS, None for the others), saved per chunk (resumable); True once all chunks are done."""
+        return check(out, part)
 
     def check(rows: list[dict], part: Funnel) -> list[dict]:
         passing = [r for r in rows if r["verdict"] == "pass"]
@@ -384,7 +379,7 @@ def run_checks(stage: StageRun, verdicts: Rows, sandbox: Callable[[], Sandbox], 
             out.append({**row, **checks})
         return out
 
-    return stage.map_chunks("checks", verdicts, args.chunk_size, check, desc="mutants")
+    return stage.map_chunks("verdicts", samples, args.chunk_size, execute, desc="sandbox")
 
 
 def main() -> None:
@@ -412,11 +407,9 @@ def main() -> None:
     else:
         chunks = range(0, len(samples), args.chunk_size)
         with lazy_sandbox(args) as sandbox:
-            if not run_sandbox(stage, samples, sandbox, args) or not stage.finalizer:
+            if not run_sandbox(stage, samples, sandbox, args):
                 return
-            if not run_checks(stage, stage.parts("execute", chunks, funnel), sandbox, args):
-                return
-        verdicts = stage.parts("checks", chunks, funnel)
+        verdicts = stage.parts("verdicts", chunks, funnel)
     tally: Counter[str] = Counter()  # in the order verdicts first occur, read a batch at a time
     for batch in verdicts.batches(columns=["verdict"]):
         tally.update(batch.column("verdict").to_pylist())

@@ -110,20 +110,23 @@ def kept_bytes(stage: str, table: pa.Table) -> int:
 # ---------------------------------------------------------------- child: one stage run
 
 
-class FakeResult:
-    def __init__(self, code: str) -> None:
-        h = int(hashlib.sha256(code.encode()).hexdigest()[:8], 16) % 100
-        self.verdict = "pass" if h < 60 else "fail" if h < 90 else "error" if h < 95 else "timeout"
-        self.reason = "" if self.verdict == "pass" else f"{self.verdict}: synthetic"
-        self.asserts, self.stdout, self.stderr, self.seconds = 1, "", "" if h < 60 else "AssertionError", 0.01
+def fake_result(code: str) -> Any:
+    """A verdict decided by the code's hash (60% pass), in the sandbox's own result type: no process runs.
+    Imported here: the child puts the checkout under test (--repo) on sys.path first."""
+    from selfalign.sandbox import ExecResult
+
+    h = int(hashlib.sha256(code.encode()).hexdigest()[:8], 16) % 100
+    verdict = "pass" if h < 60 else "fail" if h < 90 else "error" if h < 95 else "timeout"
+    return ExecResult(verdict, "" if verdict == "pass" else f"{verdict}: synthetic", 1, "",
+                      "" if h < 60 else "AssertionError", 0.01)
 
 
 class FakeSandbox:
     def __init__(self, *args: Any) -> None:
         pass
 
-    def map(self, jobs: list[tuple[str, str]]) -> list[FakeResult]:
-        return [FakeResult(code) for code, _ in jobs]
+    def map(self, jobs: list[tuple[str, str]]) -> list[Any]:
+        return [fake_result(code) for code, _ in jobs]
 
     def close(self) -> None:
         pass

@@ -74,7 +74,7 @@ def test_killed_run_resumes(tmp_path):
     data = write_jsonl(tmp_path / "r.jsonl", SAMPLES)
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     assert run_script("verify.py", *verify_args(data, reference, "--chunk_size", "1")).returncode == 0
-    saved = kill_after_parts("verify.py", verify_args(data, resumed, "--chunk_size", "1"), resumed / "parts" / "execute", 3)
+    saved = kill_after_parts("verify.py", verify_args(data, resumed, "--chunk_size", "1"), resumed / "parts" / "verdicts", 3)
     assert 3 <= saved < len(SAMPLES)
     assert run_script("verify.py", *verify_args(data, resumed, "--chunk_size", "1")).returncode == 0
     assert load_input(str(resumed))[0].to_list() == load_input(str(reference))[0].to_list()
@@ -148,7 +148,7 @@ def test_run_killed_while_checking_resumes(tmp_path):
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     args = ("--chunk_size", "1", "--filter", "strict")
     assert run_script("verify.py", *verify_args(data, reference, *args)).returncode == 0
-    saved = kill_after_parts("verify.py", verify_args(data, resumed, *args), resumed / "parts" / "checks", 3)
+    saved = kill_after_parts("verify.py", verify_args(data, resumed, *args), resumed / "parts" / "verdicts", 3)
     assert 3 <= saved < len(FILTER_SAMPLES) + len(passing)
     assert run_script("verify.py", *verify_args(data, resumed, *args)).returncode == 0
     assert load_input(str(resumed))[0].to_list() == load_input(str(reference))[0].to_list()
@@ -200,7 +200,7 @@ def test_shards_finishing_together_write_the_output_once(tmp_path, num_shards):
         proc = run_script("verify.py", *verify_args(data, rerun, "--chunk_size", str(chunk)),
                           env={"WORLD_SIZE": str(num_shards), "RANK": str(rank)})
         assert proc.returncode == 0, proc.stderr[-2000:]
-    assert len(list((rerun / "parts" / "execute").glob("*.json"))) == 2 * num_shards
+    assert len(list((rerun / "parts" / "verdicts").glob("*.json"))) == 2 * num_shards
     assert not (rerun / "provenance.json").exists()
     procs = run_together("verify.py", shards(rerun), tmp_path / "signals-2")
     check(procs, rerun)
