@@ -8,12 +8,18 @@ tokens only, as in training). "no training" is the base model on the same folds:
 if it lowers the held-out loss below that, i.e. learning the model's own verified answers carries over to answers
 to other instructions. Prints a table and writes a JSON report.
 
+The rows can also be the own-passing samples of a self-verification run on the development set (`evaluate.py
+--section evaluate_self_verify_dev`): the same I→R path and own-test verdicts, on tasks of our own. A report of
+a benchmark we report results on (HumanEval, MBPP) is refused: settings are never chosen on it.
+
     python benchmarks/sft_settings.py --verified data/own/verified --out data/sft-settings [--folds 3]
+    python benchmarks/sft_settings.py --self_verify data/demo-cpu/self-verify-dev/base.json --out data/sft-settings
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import random
 import statistics
@@ -26,6 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from selfalign.evaluation.benchmarks import load_devset
 from selfalign.io.inputs import load_input
 from selfalign.models import resolve_model
 
@@ -56,6 +63,27 @@ def own_passing_rows(verified: str) -> list[dict[str, Any]]:
         rows.append({"instruction_id": row["instruction_id"],
                      "prompt": [{"role": "user", "content": row["instruction"]}],
                      "completion": [{"role": "assistant", "content": row["response"]}]})
+    return rows
+
+
+def own_passing_dev_rows(report_path: str) -> list[dict[str, Any]]:
+    """The same rows from a self-verification report (.json or .json.gz) of the development set."""
+    opener = gzip.open if report_path.endswith(".gz") else open
+    with opener(report_path, "rt") as f:
+        report = json.load(f)
+    dev = load_devset()
+    if set(report["benchmarks"]) != {dev.name}:
+        raise SystemExit(f"{report_path} holds {sorted(report['benchmarks'])}: only the development set "
+                         f"({dev.name}) chooses settings, never a benchmark we report")
+    instruction = {p.task_id: p.instruction for p in dev.problems or []}
+    seen, rows = set(), []
+    for sample in report["benchmarks"][dev.name]["samples"]:
+        if sample["own_verdict"] != "pass" or sample["response"] in seen:
+            continue
+        seen.add(sample["response"])
+        rows.append({"instruction_id": sample["task_id"],
+                     "prompt": [{"role": "user", "content": instruction[sample["task_id"]]}],
+                     "completion": [{"role": "assistant", "content": sample["response"]}]})
     return rows
 
 
@@ -100,7 +128,9 @@ def train(candidate: list[str], rows: list[dict[str, Any]], work: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--verified", required=True, help="a finished verify.py output (its verdicts config)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--verified", help="a finished verify.py output (its verdicts config)")
+    source.add_argument("--self_verify", help="a self-verification report of the development set (.json[.gz])")
     parser.add_argument("--out", required=True)
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=42)
@@ -108,7 +138,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = own_passing_rows(args.verified)
+    rows = own_passing_rows(args.verified) if args.verified else own_passing_dev_rows(args.self_verify)
     folds = folds_of(rows, args.folds, args.seed)
     print(f"{len(rows)} own-passing responses of {len({r['instruction_id'] for r in rows})} instructions, "
           f"{args.folds} folds of {[len(f) for f in folds]} rows", flush=True)
