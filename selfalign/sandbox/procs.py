@@ -11,9 +11,12 @@ from selfalign.sandbox.harness import PR_SET_CHILD_SUBREAPER, prctl
 
 
 def processes_of_uid(uid: int) -> list[int]:
-    """Pids of every process whose real, effective or saved uid is `uid` (its filesystem uid can only be one of
-    those: setting another takes a capability no sample has)."""
-    return [p.pid for p in psutil.process_iter(["uids"]) if uid in (p.info["uids"] or ())]
+    """Pids of every living process whose real, effective or saved uid is `uid` (its filesystem uid can only be
+    one of those: setting another takes a capability no sample has). Zombies are dead: they run nothing and only
+    their parent can reap them, which for a killed run's slot is whichever subreaper adopted them (a notebook or
+    test process that used a Sandbox itself): waiting for them would break the next slot leasing that uid."""
+    return [p.pid for p in psutil.process_iter(["uids", "status"])
+            if uid in (p.info["uids"] or ()) and p.info["status"] != psutil.STATUS_ZOMBIE]
 
 
 def reap_orphans(uid: int) -> None:

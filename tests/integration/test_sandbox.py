@@ -500,3 +500,51 @@ def test_model_code_compiler_warnings_stay_off_the_hosts_stderr() -> None:
     assert proc.returncode == 0 and proc.stdout.strip() == str(["pass"] * 4), proc.stderr
     assert [line for line in proc.stderr.splitlines() if "SyntaxWarning" in line] == [
         'other.py:1: SyntaxWarning: "is" with a literal. Did you mean "=="?']
+
+
+ADOPTER = r"""
+import json, subprocess, sys, time
+import psutil
+from selfalign.sandbox import Sandbox, processes_of_uid
+from selfalign.sandbox.procs import set_child_subreaper
+
+set_child_subreaper()  # as a notebook or test process that used a Sandbox itself: a killed run's slots come here
+killed = subprocess.Popen([sys.executable, "-c", '''
+import sys, time
+from selfalign.sandbox import Sandbox
+box = Sandbox(workers=1, timeout=5)
+assert box.run("assert True\\n").passed
+print(box.slot_uids[0], flush=True)
+time.sleep(120)
+'''], stdout=subprocess.PIPE, text=True)
+uid = int(killed.stdout.readline())
+killed.kill()
+killed.wait()
+deadline = time.monotonic() + 10
+while processes_of_uid(uid) and time.monotonic() < deadline:
+    time.sleep(0.05)
+zombies = [p.pid for p in psutil.process_iter(["uids", "status"])
+           if uid in (p.info["uids"] or ()) and p.info["status"] == psutil.STATUS_ZOMBIE]
+fresh = subprocess.run([sys.executable, "-c", '''
+import json
+from selfalign.sandbox import Sandbox
+with Sandbox(workers=1, timeout=5, retries=0) as box:
+    result = box.run("def add(a, b):\\n    return a + b\\n", "assert add(1, 2) == 3\\n")
+    print(json.dumps([result.verdict, result.reason, box.slot_uids]))
+'''], capture_output=True, text=True, timeout=120)
+print(json.dumps({"uid": uid, "zombies": zombies, "fresh": fresh.stdout, "stderr": fresh.stderr[-2000:]}))
+"""
+
+
+@requires_bwrap
+def test_a_killed_runs_unreaped_slots_leave_its_uids_usable() -> None:
+    """A run SIGKILLed with its slots up leaves their processes as zombies of whichever subreaper adopts them
+    (a notebook or test process that used a Sandbox itself), unreaped for as long as it lives. The next run
+    leasing those uids runs its samples there: a zombie runs nothing (once, it broke that slot: infra_error)."""
+    proc = subprocess.run([sys.executable, "-c", ADOPTER], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.splitlines()[-1])
+    assert seen["zombies"], seen  # the case at hand: the killed run's slot processes, dead but not reaped
+    verdict, reason, uids = json.loads(seen["fresh"])
+    assert (verdict, uids) == ("pass", [seen["uid"]]), (reason, seen["stderr"])
