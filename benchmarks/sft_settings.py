@@ -111,9 +111,9 @@ def held_out_loss(model_path: str, rows: list[dict[str, Any]], work: Path) -> fl
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     config = SFTConfig(output_dir=str(work), per_device_eval_batch_size=2, use_cpu=True, bf16=False,
                        completion_only_loss=True, max_length=1024, report_to=[], disable_tqdm=True)
-    trainer = SFTTrainer(model=model, args=config, processing_class=tokenizer,
-                         eval_dataset=Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]}
-                                                         for r in rows]))
+    held = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    # nothing is trained here; SFTTrainer requires a train set, so it gets the held-out one (never used)
+    trainer = SFTTrainer(model=model, args=config, processing_class=tokenizer, train_dataset=held, eval_dataset=held)
     return float(trainer.evaluate()["eval_loss"])
 
 
