@@ -25,9 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
+from decontam_scan import scan
 from stdlib_data import stdlib_seed_candidates
 
-from selfalign.decontam import Decontaminator, normalize
+from selfalign.decontam import Decontaminator
 from selfalign.dedup import near_duplicates, shingles, signature_matrix
 from selfalign.sources import SourceSpec, iter_documents
 from selfalign.typecheck import typecheck
@@ -129,18 +130,6 @@ def bench_pyright_pool(sample: int, workers: int) -> None:
     ours, ours_s = timed(typecheck, chosen, workers=workers)
     report(f"pyright on {len(chosen)} seed candidates (batches of 250): {workers} at a time vs one after another",
            serial_s, ours_s, ours == serial, f"   errors: {sum(v is not None for v in ours)}")
-
-
-def scan(decontam: Decontaminator, text: str) -> str | None:
-    """The serial path: every benchmark string tested in turn with `in`."""
-    for source, needle in zip(decontam.sources, decontam.exact.needles, strict=True):
-        if needle in text:
-            return f"{source} (exact)"
-    flat = normalize(text)
-    for source, needle in zip(decontam.sources, decontam.normalized.needles, strict=True):
-        if needle in flat:
-            return f"{source} (normalized)"
-    return None
 
 
 def bench_decontam(texts: list[str]) -> None:

