@@ -126,8 +126,7 @@ def main() -> None:
 
         inputs["judge_model"] = resolve_model(args.model_name_or_path).to_dict()
     stage = StageRun(STAGE, "build_seeds.py", run_args, as_dict(run_args, args), inputs)
-    if not stage.open():
-        log.info("%s is complete (version %s); nothing to do", stage.dir, stage.version)
+    if stage.complete():  # this version is done (and pushed, when asked)
         return
     funnel = Funnel(STAGE)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 
 from selfalign.backends import BackendOptions, LazyBackend, Sampling
 from selfalign.config import as_dict, parse_args
-from selfalign.console import log, setup_logging
+from selfalign.console import setup_logging
 from selfalign.errors import run_main
 from selfalign.funnel import Funnel
 from selfalign.io.files import read_jsonl
@@ -58,8 +58,7 @@ def main() -> None:
     model = LazyBackend(model_args)
     stage = StageRun(STAGE, "gen_instructions.py", run_args, as_dict(run_args, args, model_args),
                      {"seeds": seeds_ref.to_dict(), "model": model.model_info()})
-    if not stage.open():
-        log.info("%s is complete (version %s); nothing to do", stage.dir, stage.version)
+    if stage.complete():  # this version is done (and pushed, when asked)
         return
     examples = read_jsonl(SCI_FILE)
     pick_examples = few_shot_picker(examples, args.num_examples, args.example_sets, run_args.seed)

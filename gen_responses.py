@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from selfalign.backends import BackendOptions, LazyBackend
 from selfalign.config import as_dict, parse_args
-from selfalign.console import log, setup_logging
+from selfalign.console import setup_logging
 from selfalign.errors import run_main
 from selfalign.funnel import Funnel
 from selfalign.io.inputs import read_rows
@@ -38,8 +38,7 @@ def main() -> None:
     model = LazyBackend(model_args)
     stage = StageRun(STAGE, "gen_responses.py", run_args, as_dict(run_args, args, model_args),
                      {"instructions": instructions_ref.to_dict(), "model": model.model_info()})
-    if not stage.open():
-        log.info("%s is complete (version %s); nothing to do", stage.dir, stage.version)
+    if stage.complete():  # this version is done (and pushed, when asked)
         return
 
     def answer(rows: list[dict], part: Funnel) -> list[dict]:

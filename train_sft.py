@@ -21,7 +21,7 @@ from selfalign.config import RunArguments, as_dict, parse_args
 from selfalign.console import log, setup_logging
 from selfalign.errors import fail, run_main
 from selfalign.funnel import Funnel
-from selfalign.io.hub import push_model
+from selfalign.io.hub import has_tag, push_model
 from selfalign.io.inputs import read_rows
 from selfalign.io.stage_run import StageRun
 from selfalign.models import resolve_model
@@ -82,11 +82,13 @@ def main() -> None:
     config = as_dict(args, sft_config, model_args)
     run = StageRun(STAGE, "train_sft.py", run_args, {k: v for k, v in config.items() if k not in VOLATILE},
                    {"verified": data_ref.to_dict(), "model": model_ref.to_dict()})
-    if not run.open():
-        log.info("%s is trained (version %s); nothing to do", run.dir, run.version)
-        return
     push_to = sft_config.hub_model_id if sft_config.push_to_hub else None
     sft_config.push_to_hub = False  # we push once, at the end (TRL would push every checkpoint)
+    if not run.open():
+        log.info("%s is trained (version %s); nothing to do", run.dir, run.version)
+        if push_to and run.rank == 0:  # but a push that did not land (its tag is missing) is done now
+            push(run, push_to, sft_config.hub_revision, bool(sft_config.hub_private_repo), unless_tagged=True)
+        return
 
     tokenizer, template = prepare_tokenizer(model_ref, args.chat_template)
     model = load_model(model_ref, model_args.dtype, model_args.attn_implementation, args.dropout)
@@ -113,10 +115,17 @@ def main() -> None:
     print(funnel.render_text())
     print(f"{STAGE}: {saved} trained on {len(rows)} rows, {trainer.state.global_step} steps, "
           f"loss {metrics.get('train_loss', float('nan')):.4f}, in {run.dir}")
-    if push_to:  # the model repo: this folder on main (or --hub_revision), tagged (see selfalign/io/hub.py)
-        push_model(run.dir, push_to, patterns=MODEL_FILES, branch=sft_config.hub_revision or "main",
-                   tag=f"{STAGE}-{run.version}", private=bool(sft_config.hub_private_repo),
-                   message=f"{STAGE} {run.version} (train_sft.py)")
+    if push_to:
+        push(run, push_to, sft_config.hub_revision, bool(sft_config.hub_private_repo))
+
+
+def push(run: StageRun, repo_id: str, branch: str | None, private: bool, unless_tagged: bool = False) -> None:
+    """The model repo: this folder on main (or --hub_revision), tagged sft-<version> (see selfalign/io/hub.py)."""
+    if unless_tagged and has_tag(repo_id, "model", run.tag):
+        log.info("%s is on the Hub already (%s, tag %s)", run.dir, repo_id, run.tag)
+        return
+    push_model(run.dir, repo_id, patterns=MODEL_FILES, branch=branch or "main", tag=run.tag, private=private,
+               message=f"{STAGE} {run.version} (train_sft.py)")
 
 
 def sft_classes() -> tuple[type, type]:

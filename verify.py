@@ -396,8 +396,7 @@ def main() -> None:
         samples, ref = read_rows(run_args.input, COLUMNS, "responses")
     inputs = {"verdicts" if args.from_verdicts else "responses": ref.to_dict()}
     stage = StageRun(STAGE, "verify.py", run_args, as_dict(run_args, args), inputs)
-    if not stage.open():
-        log.info("%s is complete (version %s); nothing to do", stage.dir, stage.version)
+    if stage.complete():  # this version is done (and pushed, when asked)
         return
     funnel = Funnel(STAGE)
     if args.from_verdicts:

@@ -82,6 +82,19 @@ def commit(repo_id: str, repo_type: str, files: Mapping[str, FileSource], *, own
     return sha
 
 
+def has_tag(repo_id: str, repo_type: str, tag: str) -> bool:
+    """Whether the repo exists and carries `tag` (a finished stage's push landed); False for a repo not made yet."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    try:
+        return tag in {ref.name for ref in HfApi().list_repo_refs(repo_id, repo_type=repo_type).tags}
+    except RepositoryNotFoundError:
+        return False
+    except Exception as err:
+        fail(f"reading the tags of {repo_id} failed: {first_line(err)}")
+
+
 def dataset_card(repo_id: str, card: str | None, configs: Sequence[str]) -> bytes:
     """The repo card: `card`'s configs (None: a new repo) with `configs` declared, each reading `<name>/train-*`."""
     from huggingface_hub import DatasetCard

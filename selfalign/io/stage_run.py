@@ -26,7 +26,7 @@ from selfalign.console import log, progress_bar
 from selfalign.errors import fail
 from selfalign.funnel import Funnel
 from selfalign.io.files import atomic_write, file_sha256, write_parquet
-from selfalign.io.hub import commit
+from selfalign.io.hub import commit, has_tag
 from selfalign.io.provenance import library_versions, render_card
 from selfalign.io.rows import ParquetRows, Rows, write_parquet_files
 
@@ -85,6 +85,21 @@ class StageRun:
             log.info("shard %d/%d: another shard holds the lock of %s (%s): waiting for it", self.shard_index,
                      self.num_shards, self.dir, what)
             return self._lock().acquire()
+
+    def complete(self) -> bool:
+        """Open the directory (`open`); True when this version is already complete, and then nothing is left to
+        do but a push that did not land: asked to push, process 0 of shard 0 pushes it unless the repo already
+        carries its tag (a rerun after a failed push pushes; one after a good push changes nothing)."""
+        if self.open():
+            return False
+        log.info("%s is complete (version %s); nothing to do", self.dir, self.version)
+        repo_id = self.run_args.push_to_hub
+        if repo_id and self.shard_index == 0:
+            if has_tag(repo_id, "dataset", self.tag):
+                log.info("%s is on the Hub already (%s, tag %s)", self.stage, repo_id, self.tag)
+            else:
+                self.push(repo_id)
+        return True
 
     def open(self) -> bool:
         """Prepare the directory. Returns False when this exact version is already complete.
@@ -312,10 +327,15 @@ class StageRun:
                 files[f"{self.stage}/{name}"] = self.dir / name
         return files, configs
 
+    @property
+    def tag(self) -> str:
+        """The Hub tag of this version's push."""
+        return f"{self.stage}-{self.version}"
+
     def push(self, repo_id: str) -> str:
         """Publish the finished output as config(s) on `main` of the run's Hub dataset repo, in one commit tagged
         `<stage>-<version>`; returns its sha."""
         files, configs = self.hub_files()
         return commit(repo_id, "dataset", files, owned=lambda f: f.split("/")[0] in configs,
-                      tag=f"{self.stage}-{self.version}", message=f"{self.stage} {self.version} ({self.script})",
+                      tag=self.tag, message=f"{self.stage} {self.version} ({self.script})",
                       private=self.run_args.hub_private, configs=configs)

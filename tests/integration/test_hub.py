@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from helpers import online_recipe, run_script
-from helpers.local_hub import LocalHub
+from helpers.local_hub import TOKEN, LocalHub
 
 from selfalign.config import RunArguments
 from selfalign.errors import UserError
@@ -130,6 +130,32 @@ def test_a_push_racing_another_fails_loudly_and_drops_nothing(local_hub: LocalHu
     assert "verified/train-00000-of-00001.parquet" in files_at("me/data", "main")
 
 
+def test_a_rerun_pushes_what_a_failed_push_left_and_only_that(local_hub: LocalHub, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch):
+    """A stage whose push failed (here: not logged in) is complete on disk: the same command again pushes it
+    without redoing anything, and once more changes nothing (the repo carries the version's tag)."""
+    from huggingface_hub import HfApi
+
+    args = RunArguments(output_dir=str(tmp_path / "seeds"), push_to_hub="me/data")
+
+    def same_command() -> StageRun:
+        return StageRun("seeds", "build_seeds.py", args, {"v": 1}, {})
+
+    first = same_command()
+    assert not first.complete()
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(UserError, match=r"^push to me/data failed: .*401"):
+        first.publish(SEEDS, Funnel("seeds", rows_in=len(SEEDS)), "3 seeds", description="seeds")
+    assert first.finished() and not HfApi().repo_exists("me/data", repo_type="dataset")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    assert same_command().complete()
+    pushed = HfApi().dataset_info("me/data", revision=first.tag).sha
+    assert open_run("me/data").stages["seeds"]["version"] == first.version
+    assert same_command().complete()
+    assert HfApi().dataset_info("me/data").sha == pushed
+    assert len(HfApi().list_repo_commits("me/data", repo_type="dataset")) == 2  # the repo's creation and the push
+
+
 def test_a_push_without_login_is_a_one_line_error(local_hub: LocalHub, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("HF_TOKEN")
@@ -169,13 +195,22 @@ def test_train_and_evaluate_push_the_model_its_card_and_the_scores(local_hub: Lo
     finished_stage(tmp_path, "verified", VERIFIED, 1).push("me/run")
     env = local_hub.env(tmp_path / "hf-home")
     sft = tmp_path / "sft"
-    trained = run_script("train_sft.py", "--config", str(online_recipe(tmp_path)), "--input", "me/run",
-                         "--model_name_or_path", tiny_model, "--output_dir", str(sft), "--max_length", "96",
-                         "--per_device_train_batch_size", "4", "--num_train_epochs", "1", "--max_steps", "1",
-                         "--use_peft", "false", "--push_to_hub", "true", "--hub_model_id", "me/run-sft", env=env)
-    assert trained.returncode == 0, trained.stderr[-3000:]
+    train = ("train_sft.py", "--config", str(online_recipe(tmp_path)), "--input", "me/run", "--model_name_or_path",
+             tiny_model, "--output_dir", str(sft), "--max_length", "96", "--per_device_train_batch_size", "4",
+             "--num_train_epochs", "1", "--max_steps", "1", "--use_peft", "false", "--push_to_hub", "true",
+             "--hub_model_id", "me/run-sft")
+    # trained, but the push fails (not logged in): a one-line error; the same command again pushes, once
+    unpushed = run_script(*train, env={**env, "HF_TOKEN": ""})  # an empty token is none (huggingface_hub)
+    assert unpushed.returncode != 0 and "Traceback" not in unpushed.stderr, unpushed.stderr[-3000:]
+    assert unpushed.stderr.strip().splitlines()[-1].startswith("error: push to me/run-sft failed: ")
+    assert (sft / "model.safetensors").is_file() and not api.repo_exists("me/run-sft")
+    trained = run_script(*train, env=env)
+    assert trained.returncode == 0 and "nothing to do" in trained.stderr, trained.stderr[-3000:]
     version = json.loads((sft / "provenance.json").read_text())["version"]
     trained_sha = api.model_info("me/run-sft", revision=f"sft-{version}").sha
+    again = run_script(*train, env=env)
+    assert again.returncode == 0 and "on the Hub already" in again.stderr, again.stderr[-3000:]
+    assert api.model_info("me/run-sft").sha == trained_sha  # no second commit
     pushed = files_at("me/run-sft", "main", "model")
     assert {"README.md", "config.json", "model.safetensors", "provenance.json", "funnel.png"} <= set(pushed)
     assert not [f for f in pushed if f.startswith("checkpoint-")] and list(sft.glob("checkpoint-*"))
