@@ -22,8 +22,10 @@ Mutants replace its body (its docstring kept, everything else in the program unc
   the return annotation, the values its own `return` statements build (literals, comprehensions, `str(...)`,
   `"".join(...)`, comparisons, ...) or the literals the tests compare its calls to suggest (list `[]`, dict
   `{}`, str `''`, set `set()`, tuple `()`, int `0`, float `0.0`, bool `False`, bytes `b''`; none when nothing
-  tells); `raise Exception`.
-- a class: the same four kinds, each applied to every method at once (the empty value by each method's own
+  tells); `return object()` (truthy and equal to nothing: it passes `assert f(x)` and `assert f(x) is not None`,
+  asserts a model trained on them learnt to write, and fails any comparison, where `True` would equal `1`);
+  `raise Exception`.
+- a class: the same five kinds, each applied to every method at once (the empty value by each method's own
   type, methods without one left as they are), except construction, attribute hooks and `__eq__`/`__ne__`/
   `__hash__` (a constant `__eq__` is refused by the sandbox): a mutant class whose methods are all trivial
   is what tests must tell from the real one. A class with no other method (a plain record) has nothing to
@@ -272,6 +274,7 @@ def function_mutants(function: Function, tests: ast.Module | None, in_class: boo
                                     "returns its first argument": None if first is None else f"return {first}"}
     for kind in return_types(function, tests, in_class):
         kinds[f"returns {EMPTY[kind]}"] = f"return {EMPTY[kind]}"
+    kinds["returns object()"] = "return object()"  # truthy, equal to nothing: passes only asserts of truthiness
     kinds["raises Exception"] = "raise Exception('mutant')"
     return kinds
 
@@ -280,6 +283,7 @@ def function_mutants(function: Function, tests: ast.Module | None, in_class: boo
 CLASS_KINDS = {"every method returns None": "returns None",
                "every method returns its first argument": "returns its first argument",
                "every method returns an empty value": "returns an empty value",
+               "every method returns object()": "returns object()",
                "every method raises Exception": "raises Exception"}
 
 

@@ -97,7 +97,8 @@ def test_every_mutant_kind_is_made_and_parses():
             '    """Split `text` on `sep`."""\n    if not text:\n        return []\n'
             '    return [p.strip() for p in re.split(re.escape(sep), text)]\n\n\ndef helper():\n    return 1\n')
     made = dict(mutants(code, "assert split_fields('a, b') == ['a', 'b']\n", "split_fields"))
-    assert list(made) == ["returns None", "returns its first argument", "returns []", "raises Exception"]
+    assert list(made) == ["returns None", "returns its first argument", "returns []", "returns object()",
+                          "raises Exception"]
     original = top_level(code)
     for kind, program in made.items():
         mutant = top_level(program)  # parses; only the unit under test differs, its docstring kept
@@ -108,10 +109,11 @@ def test_every_mutant_kind_is_made_and_parses():
     # without an annotation: the types its returns build and the literals the tests expect
     unannotated = "def label(n):\n    if n:\n        return f'#{n}'\n    return pair(n)\n"
     assert [k for k, _ in mutants(unannotated, "assert label(0) == (0, 0)\n", "label")] == [
-        "returns None", "returns its first argument", "returns ''", "returns ()", "raises Exception"]
+        "returns None", "returns its first argument", "returns ''", "returns ()", "returns object()", "raises Exception"]
     # code that is itself trivial equals one of its mutants, which is kept: it passes the tests the code passes
     made = dict(mutants("def same(x):\n    return x\n", "assert same(1) == 1\n", "same"))
-    assert list(made) == ["returns None", "returns its first argument", "returns 0", "raises Exception"]
+    assert list(made) == ["returns None", "returns its first argument", "returns 0", "returns object()",
+                          "raises Exception"]
     assert made["returns its first argument"].strip() == "def same(x):\n    return x"
 
 
@@ -127,7 +129,8 @@ def test_class_mutants_change_every_method_but_construction():
                         "        return Stack()\n"
     made = dict(mutants(code, STACK_TESTS, "Stack"))
     assert list(made) == ["every method returns None", "every method returns its first argument",
-                          "every method returns an empty value", "every method raises Exception"]
+                          "every method returns an empty value", "every method returns object()",
+                          "every method raises Exception"]
     originals = class_methods(code)
     unchanged = {"every method returns its first argument": ["__init__", "pop", "peek", "__eq__"],  # no argument
                  "every method returns an empty value": ["__init__", "push", "__eq__", "of"]}  # no type tells
@@ -191,5 +194,21 @@ def test_with_empty_tests_the_asserts_in_the_code_are_the_tests(sandbox):
     vacuous = sample("Write `add(a, b)`.", add + "assert add(0, 0) == 0\n", "")
     assert all(r.passed for r in sandbox.map([(s["code"], s["tests"]) for s in (told, vacuous)]))  # as verify.py runs them
     good, bad = check_samples(sandbox, [told, vacuous])
-    assert (good.adequate, good.distinct_asserts, good.mutants) == (True, 2, 4)  # returns 0: from the asserts
+    assert (good.adequate, good.distinct_asserts, good.mutants) == (True, 2, 5)  # returns 0: from the asserts
     assert (bad.adequate, bad.surviving_mutant, bad.distinct_asserts) == (False, "returns its first argument", 1)
+
+
+def test_an_assert_of_truthiness_alone_is_caught_where_no_argument_can_be_returned(sandbox):
+    """A real training row of a demo (2026-12-05, ebd4cb0) that the paper's rule kept: `assert f(...)` is true for
+    any non-empty return. Its function takes `*lists`, so no mutant returns its first argument; `return object()`
+    passes the assert and gives it away. The same code with a comparison is adequate."""
+    code = ("def is_tuple_list_list(*lists):\n    return [list((i, i, i, i, i, i, i, i)) for i in zip(*lists)]\n\n"
+            "def is_tuple_list_list(*lists):\n    return [isinstance(i, (list, tuple)) for i in zip(*lists)]\n")
+    instruction = "The function `is_tuple_list_list` is the same as the above without the list comprehension."
+    truthy = "assert is_tuple_list_list(\n    [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],\n    [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n)\n"
+    compared = "assert is_tuple_list_list([1, 2], [3, 4]) == [True, True]\n"
+    assert all(r.passed for r in sandbox.map([(code, truthy), (code, compared)]))
+    vacuous, told = check_samples(sandbox, [sample(instruction, code, truthy), sample(instruction, code, compared)])
+    assert (vacuous.named, vacuous.adequate, vacuous.surviving_mutant) == (True, False, "returns object()")
+    assert (told.adequate, told.surviving_mutant) == (True, "")
+    assert not keeps("adequate", "pass", vacuous.__dict__) and keeps("paper", "pass", vacuous.__dict__)
