@@ -42,8 +42,10 @@ RESPONSES = {  # per seed: (instruction, [(code, tests)] one per sample)
 }
 
 
-def finalize(folder: Path, stage: str, rows: list[dict[str, Any]], funnel: Funnel, **extra: Any) -> StageRun:
-    run = StageRun(stage, f"{stage}.py", RunArguments(output_dir=str(folder)), {"test": True}, {})
+def finalize(folder: Path, stage: str, rows: list[dict[str, Any]], funnel: Funnel,
+             config: dict[str, Any] | None = None, **extra: Any) -> StageRun:
+    """A finished stage output written by the stages' own writer; another `config` makes another version."""
+    run = StageRun(stage, f"{stage}.py", RunArguments(output_dir=str(folder)), config or {"test": True}, {})
     assert run.open()
     run.finalize(rows, funnel, description=f"recorded {stage} run for the app test", **extra)
     return run
@@ -92,6 +94,20 @@ def record_run(root: Path, hub: LocalHub) -> Path:
         (root / "eval" / f"{label}.json").write_text(json.dumps(report))
     push_eval(root / "eval", HUB_REPO, private=False)
     return root
+
+
+def push_recorded(root: Path, repo_id: str) -> str:
+    """Push the recorded run, as it lies on disk, to another repo: each stage by StageRun.push (the StageRun
+    rebuilt from the stage's provenance: its version is the one the stage wrote) and the evaluation by
+    push_eval. Returns the head commit after the last push."""
+    sha = ""
+    for stage in ("seeds", "instructions", "responses", "verified"):
+        provenance = json.loads((root / stage / "provenance.json").read_text())
+        run = StageRun(stage, provenance["script"], RunArguments(output_dir=str(root / stage)),
+                       provenance["arguments"], provenance["inputs"])
+        assert run.version == provenance["version"] and run.finished()
+        sha = run.push(repo_id)
+    return push_eval(root / "eval", repo_id, private=False) if (root / "eval").is_dir() else sha
 
 
 def hub_refs() -> tuple[str, dict[str, str]]:

@@ -4,17 +4,31 @@ playwright): funnel chart, filtering by verdict, a sample's chain, the evaluatio
 
 from __future__ import annotations
 
+import colorsys
+import inspect
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from helpers import ROOT
-from helpers.recorded_run import HUB_REPO, hub_refs
+from helpers.recorded_run import HUB_REPO, finalize, hub_refs, push_recorded
 
 from selfalign.errors import UserError
-from selfalign.runview import chain, eval_problems, eval_scores, open_run, samples, verdict_choices
+from selfalign.funnel import Funnel
+from selfalign.io.hub import push_eval
+from selfalign.runview import (
+    chain,
+    eval_problems,
+    eval_scores,
+    open_run,
+    samples,
+    stream_rows,
+    verdict_choices,
+)
 
 
 def test_open_a_local_run(recorded_run: Path):
@@ -107,3 +121,37 @@ def test_space_folder_is_a_gradio_space_that_runs_on_its_own(tmp_path: Path):
     proc = subprocess.run([sys.executable, str(ROOT / "space" / "deploy.py"), "no-slash"], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: give the Space id")
+
+
+def test_a_run_pushed_twice_opens_at_the_first_push_as_it_was(recorded_run: Path, tmp_path: Path):
+    """The run pushed once, then a second time with a new version of the seeds stage and of the evaluation:
+    opened at the first push's commit sha, every view is the first push's (provenance, rows, samples, scores);
+    at `main`, the second's. A loader that read `main` whatever the revision fails here."""
+    repo = "me/selfalign-pushed-twice"
+    first_sha = push_recorded(recorded_run, repo)
+    first_seeds = json.loads((recorded_run / "seeds" / "provenance.json").read_text())["version"]
+    local = open_run(str(recorded_run))
+    seeds_v2 = [{"seed_id": f"seed-{f.__name__}", "name": f.__name__, "content": inspect.getsource(f)}
+                for f in (colorsys.yiq_to_rgb, colorsys.rgb_to_hls)]
+    funnel = Funnel("seeds")
+    funnel.rows_in = 2
+    second_seeds = finalize(tmp_path / "seeds", "seeds", seeds_v2, funnel, config={"push": 2})
+    second_seeds.push(repo)
+    base_only = tmp_path / "eval"  # evaluate.py's folder again, now with the base model's report alone
+    base_only.mkdir()
+    shutil.copy(recorded_run / "eval" / "base.json", base_only / "base.json")
+    second_sha = push_eval(base_only, repo, private=False)
+    assert second_sha != first_sha and second_seeds.version != first_seeds
+
+    old, new = open_run(repo, first_sha), open_run(repo, "main")
+    assert (old.commit, new.commit) == (first_sha, second_sha)
+    assert old.stages["seeds"]["version"] == first_seeds and old.funnels == local.funnels
+    assert new.stages["seeds"]["version"] == second_seeds.version and new.funnels["seeds"]["rows_in"] == 2
+    assert [r["name"] for r in stream_rows(old, "seeds", "train")] == ["rgb_to_hsv", "hsv_to_rgb", "rgb_to_yiq"]
+    assert [r["name"] for r in stream_rows(new, "seeds", "train")] == ["yiq_to_rgb", "rgb_to_hls"]
+    assert set(old.evals) == {"base", "self-aligned"} and eval_scores(old) == eval_scores(local)
+    assert set(new.evals) == {"base"} and eval_problems(old) == eval_problems(local)
+    for run in (old, new):  # the verified stage is the same in both pushes
+        assert samples(run, "all", "", 1) == samples(local, "all", "", 1)
+    assert chain(old, "inst-hsv_to_rgb-0") == chain(local, "inst-hsv_to_rgb-0")
+    assert open_run(f"{repo}@{first_sha}").commit == first_sha  # the sha given in the spec, as the app's field
