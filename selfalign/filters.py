@@ -16,9 +16,9 @@ itself (its instruction, code and tests) and the same sandbox:
 
 The unit under test is the first named one the code defines and the tests call, else the first named one it
 defines, else the first top-level function or class the tests call, else the first top-level definition. Its
-trivial mutants (selfalign/mutants.py: `return None`, its first argument, an empty value, `object()`, `raise`)
-run in the same sandbox and mode as the own tests (`Sandbox.map` of (mutant, tests), untrusted), all samples'
-mutants in one call. The own tests are `tests`, or the asserts in `code` when `tests` is empty (as the sandbox
+trivial mutants (selfalign/mutants.py: `return None`, its first argument, an empty value, `object()`, `raise`,
+and the constant answer, its first call's answer returned for every call) run in the same sandbox and mode as
+the own tests (`Sandbox.map` of (mutant, tests), untrusted), all samples' mutants in one call. The own tests are `tests`, or the asserts in `code` when `tests` is empty (as the sandbox
 runs them).
 
 Filters (`FILTERS`, `keeps`): `paper` keeps every passing sample; `named` refuses `named` False (None, an

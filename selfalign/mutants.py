@@ -1,8 +1,8 @@
 """Trivial mutants of a sample's unit under test: programs a test that verifies something must fail.
 
 `mutants(code, tests, unit)` gives every (kind, program) of the unit `unit` in `code`; selfalign/filters.py
-runs them against the sample's own tests (`adequate`). Mutants replace its body (its docstring kept, everything
-else in the program unchanged):
+runs them against the sample's own tests (`adequate`). Five kinds replace its body (its docstring kept,
+everything else in the program unchanged), the sixth remembers its first answer:
 
 - a function: `return None`; `return <its first positional parameter>`; `return <an empty value>` for each type
   the return annotation, the values its own `return` statements build (literals, comprehensions, `str(...)`,
@@ -16,10 +16,23 @@ else in the program unchanged):
   `__hash__` (a constant `__eq__` is refused by the sandbox): a mutant class whose methods are all trivial
   is what tests must tell from the real one. A class with no other method (a plain record) has nothing to
   mutate.
+- the constant answer (kind "returns its first call's answer"; for a class "every method returns its first
+  call's answer"): a body that remembered one answer. The program defines a decorator, put innermost on the
+  unit (on a class: on each method the other kinds mutate, so per method): the first call the tests make
+  runs the real code and returns its answer (calls made inside it, a recursion or a method calling another,
+  run the real code too); every later call returns a deep copy of that answer (the object itself when it
+  cannot be copied) without running anything. Per method, not per instance: `return <a constant>` in each
+  method's body is what a class that remembered one answer is. Calls the code makes at its own top level
+  (`print(f(3))`) run the real code and are not remembered, since they are not the tests' (with empty `tests`
+  the code's asserts are the tests, and remembering starts at once). A first call that raises is not an
+  answer: the next call is the first again. Tests that check one input-output pair (or one input twice, or
+  only inputs with the same answer) pass it: they verify nothing a constant does not. The value is computed
+  inside the sandbox, by the mutant program itself, so nothing of the sample runs in our process. Not made
+  for an async function (its answer is awaited) nor for async methods (left as they are).
 
-A function that is itself trivial (`return 0`, `return x`) equals one of its mutants, which then passes its tests
-exactly as it does: tests that pass such code verify nothing either. The own tests are `tests`, or the asserts
-in `code` when `tests` is empty (as the sandbox runs them).
+A function that is itself trivial (`return 0`, `return x`, one fixed dict) equals one of its mutants, which then
+passes its tests exactly as it does: tests that pass such code verify nothing either. The own tests are
+`tests`, or the asserts in `code` when `tests` is empty (as the sandbox runs them).
 """
 
 from __future__ import annotations
@@ -204,6 +217,66 @@ def method_body(kinds: Mapping[str, str | None], kind: str) -> str | None:
     return empty[0] if empty else None
 
 
+# ---------------------------------------------------------------- the constant answer
+
+REMEMBER = "_mutant_first_answer"  # the decorator a constant-answer mutant defines (REMEMBER_SOURCE's name)
+FIRST_ANSWER = "returns its first call's answer"
+CLASS_FIRST_ANSWER = "every method returns its first call's answer"
+# runs in the sandbox, as part of the mutant program; ARMED: whether the next call is already the tests'
+REMEMBER_SOURCE = """
+def _mutant_first_answer(function):
+    import copy
+    import functools
+    answers = []
+
+    def copied(value):
+        try:
+            return copy.deepcopy(value)
+        except Exception:  # a generator, a lock: the object itself
+            return value
+
+    @functools.wraps(function)
+    def remembered(*args, **kwargs):
+        if answers:
+            return copied(answers[0])
+        if _mutant_first_answer.computing or not _mutant_first_answer.armed:  # inside the first, or not the tests'
+            return function(*args, **kwargs)
+        _mutant_first_answer.computing += 1
+        try:
+            answer = function(*args, **kwargs)
+        finally:
+            _mutant_first_answer.computing -= 1
+        answers.append(copied(answer))  # a copy: the caller may change the answer it got
+        return answer
+
+    return remembered
+
+
+_mutant_first_answer.computing = 0
+_mutant_first_answer.armed = ARMED
+"""
+
+
+def remembered_mutant(tree: ast.Module, index: int, armed: bool) -> str | None:
+    """The program in which the unit `tree.body[index]` remembers its first answer (see the module docstring);
+    `armed`: the code's own top-level calls are the tests' (empty `tests`). None when nothing in the unit can
+    remember (an async function, a class with no method but construction and hooks)."""
+    mutant = copy.deepcopy(tree)
+    unit = mutant.body[index]
+    if isinstance(unit, ast.ClassDef):
+        targets = [n for n in unit.body if isinstance(n, ast.FunctionDef) and n.name not in KEPT_METHODS]
+    else:
+        targets = [unit] if isinstance(unit, ast.FunctionDef) else []
+    if not targets:
+        return None
+    for function in targets:  # innermost, so it wraps the plain function under staticmethod, property, ...
+        function.decorator_list.append(ast.Name(REMEMBER, ast.Load()))
+    mutant.body[index:index] = ast.parse(REMEMBER_SOURCE.replace("ARMED", str(armed))).body
+    if not armed:  # the tests run after the code: their first call comes once the code's statements have run
+        mutant.body.append(statement(f"{REMEMBER}.armed = True"))
+    return ast.unparse(mutant)
+
+
 def mutants(code: str, tests: str, unit: str) -> list[tuple[str, str]]:
     """(kind, mutant program) of every trivial mutant of `unit` in `code` (see the module docstring); a program
     two kinds make is listed once, under the first."""
@@ -229,6 +302,9 @@ def mutants(code: str, tests: str, unit: str) -> list[tuple[str, str]]:
             if source is not None:  # kept when it equals the original: code that is itself trivial must fail too
                 replace_body(mutant.body[index], source)  # type: ignore[arg-type]
                 made.append((kind, ast.unparse(mutant)))
+    remembered = remembered_mutant(tree, index, armed=not tests.strip())
+    if remembered is not None:
+        made.append((CLASS_FIRST_ANSWER if isinstance(original, ast.ClassDef) else FIRST_ANSWER, remembered))
     firsts: dict[str, str] = {}
     for kind, program in made:
         firsts.setdefault(program, kind)

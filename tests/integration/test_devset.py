@@ -80,16 +80,17 @@ def test_reference_tests_fail_every_trivial_mutant(results):
     made = [(task, unit, kind, r) for (task, unit, kind), r in results if kind != "canonical"]
     assert [(task, unit, kind) for task, unit, kind, r in made if r.verdict == "pass"] == []
     assert {r.verdict for *_, r in made} <= {"fail", "error"}  # each mutant ran; none hit the sandbox's limits
-    for t in TASKS:  # every task's entry point gets the five kinds (its type from its annotation)
+    for t in TASKS:  # every task's entry point gets the six kinds (its type from its annotation)
         kinds = {kind for task, unit, kind, _ in made if task == t["task_id"] and unit == t["entry_point"]}
-        assert {"returns None", "returns its first argument", "returns object()", "raises Exception"} <= kinds, \
-            t["task_id"]
+        assert {"returns None", "returns its first argument", "returns object()", "raises Exception",
+                "returns its first call's answer"} <= kinds, t["task_id"]
         assert any(k.startswith("returns ") and k not in ("returns None", "returns its first argument",
-                                                          "returns object()") for k in kinds), t["task_id"]
+                                                          "returns object()", "returns its first call's answer")
+                   for k in kinds), t["task_id"]
     class_kinds = {kind for _, unit, kind, _ in made if unit[:1].isupper()}
     assert class_kinds == {"every method returns None", "every method returns its first argument",
                            "every method returns an empty value", "every method returns object()",
-                           "every method raises Exception"}
+                           "every method raises Exception", "every method returns its first call's answer"}
 
 
 def test_apart_from_humaneval_and_the_demo_seeds():

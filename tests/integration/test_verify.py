@@ -95,7 +95,8 @@ FILTER_SAMPLES = [
     sample("misnamed", 0, "def vowel_count(text):\n    return sum(c in 'aeiou' for c in text)\n",
            "assert vowel_count('banana') == 3\nassert vowel_count('xyz') == 0\n",
            instruction="Write a function `count_vowels(text)` that counts the vowels in a text."),
-    sample("one assert", 0, "def mul(a, b):\n    return a * b\n", "assert mul(2, 3) == 6\n",
+    sample("one assert", 0, "def mul(a, b):\n    return a * b\n",  # one assert (in a loop), two answers: adequate
+           "for a, b, product in ((2, 3, 6), (1, 5, 5)):\n    assert mul(a, b) == product\n",
            instruction="Write a function `mul(a, b)` that multiplies two numbers."),
     sample("fails", 0, "def sub(a, b):\n    return a - b\n", "assert sub(1, 2) == 1\n",
            instruction="Write a function `sub(a, b)` that subtracts b from a."),
