@@ -8,7 +8,9 @@ benchmark decontamination. The result is TRL-ready (`prompt`/`completion` conver
 
 Every passing sample is also checked in the sandbox against trivial mutants of its own code, and for the
 function its instruction names (selfalign/filters.py); `--filter` says which passing samples selection
-`passing` may choose: all of them (`paper`, the paper's rule, the default) or those a stricter check keeps.
+`passing` may choose: all of them (`paper`, the paper's rule, the default) or those a stricter check keeps. An
+instruction that names no function leaves `named` not applicable: a named filter keeps its samples, and the
+funnel counts them apart.
 
 The paper's ablation selects differently from the same verdicts, without running anything again
 (`--from_verdicts`, input: a finished verify output): one random or one failing response per instruction
@@ -100,6 +102,8 @@ SELECTIONS = {
 }
 SFT_COLUMNS = ["instruction_id", "sample_id", "seed_id", "verdict", "asserts"]  # beside prompt and completion
 CHOSEN = {"passing": "passing sample", "random": "sample", "failing": "failing sample"}
+# `named` is None when the instruction names no function: a named filter keeps the sample unchecked, counted apart
+NAMED_NOT_APPLICABLE = "named: not applicable (instruction names no function), kept"
 
 
 class Verdicts:
@@ -262,6 +266,8 @@ def select_rows(rows: Rows, args: VerifyArguments, seed: int, funnel: Funnel) ->
     if args.max_rows is not None and len(kept) > args.max_rows:  # sampled by instruction: the same in each run
         ids = set(random.Random(seed).sample(sorted(kept.instruction_ids()), args.max_rows))
         kept.keep((i in ids for i in kept.instruction_ids()), funnel, f"over --max_rows {args.max_rows} (seeded sample)")
+    if args.selection == "passing" and FILTERS[args.filter].named:  # rows the filter could not check, kept
+        funnel.count(NAMED_NOT_APPLICABLE, rows.take(kept.positions, ["named"]).column("named").null_count)
     for note in decontam.notes():
         funnel.note(note)
     return kept.positions
@@ -374,6 +380,8 @@ def run_sandbox(stage: StageRun, samples: Rows, sandbox: Callable[[], Sandbox], 
             checks: dict[str, Any] = asdict(next(found)) if row["verdict"] == "pass" else dict.fromkeys(CHECK_COLUMNS)
             if checks["named"] is False:
                 part.count("passing: code does not define the named function or class")
+            if row["verdict"] == "pass" and checks["named"] is None:
+                part.count("passing: instruction names no function (named not applicable)")
             if checks["adequate"] is False:
                 part.count("passing: own tests pass a trivial mutant")
             out.append({**row, **checks})

@@ -5,7 +5,11 @@ tests often cannot tell right from wrong: one edge case (`f([]) == ""`), only in
 handle, or a function under another name than the one asked for. These checks use nothing but the sample
 itself (its instruction, code and tests) and the same sandbox:
 
-- `named`: the code defines, at top level, a function or class the instruction names (None: it names none).
+- `named`: the code defines, at top level, a function or class the instruction names. None: not applicable,
+  the instruction names none ("Write a function that checks if a number is prime"), so there is nothing to
+  check the code against; the filters keep such a sample (refusing it would refuse every unnamed task, and
+  guessing a name would refuse right code), and verify.py counts those rows apart in its funnel ("named: not
+  applicable (instruction names no function), kept"), so a reader sees how many passed `named` unchecked.
   Named are identifiers the instruction presents as functions or classes: `name(` anywhere (prose, backticks,
   code blocks, examples), `def name`, `class Name`, "a class `Name`", "function named name"; builtins,
   keywords and attributes (`str.split(`) are not names.
@@ -21,8 +25,8 @@ and the constant answer, its first call's answer returned for every call) run in
 the own tests (`Sandbox.map` of (mutant, tests), untrusted), all samples' mutants in one call. The own tests are `tests`, or the asserts in `code` when `tests` is empty (as the sandbox
 runs them).
 
-Filters (`FILTERS`, `keeps`): `paper` keeps every passing sample; `named` refuses `named` False (None, an
-instruction naming nothing, passes); `adequate` keeps only `adequate` True (None, nothing to mutate, is
+Filters (`FILTERS`, `keeps`): `paper` keeps every passing sample; `named` refuses `named` False (None, not
+applicable, is kept); `adequate` keeps only `adequate` True (None, nothing to mutate, is
 refused); `named+adequate` both; `strict` both and 2+ distinct asserts. `refusal` says why, for the funnel.
 """
 
@@ -42,7 +46,8 @@ from selfalign.sandbox import Sandbox
 
 @dataclass(frozen=True)
 class SampleChecks:
-    named: bool | None  # the code defines (top level) a function or class the instruction names; None: it names none
+    named: bool | None  # the code defines (top level) a function or class the instruction names; None: not
+    # applicable, the instruction names none (kept by the named filters, counted apart by verify.py)
     adequate: bool | None  # every trivial mutant of the unit under test fails the own tests; None: nothing to mutate
     distinct_asserts: int  # distinct assert statements in the own tests (by ast.dump)
     surviving_mutant: str  # kind of the first mutant that passed the own tests ("" if none)
