@@ -159,7 +159,6 @@ def test_run_killed_while_checking_resumes(tmp_path):
         (old["rows_in"], old["dropped"], old["counters"], old["rows_out"])
 
 
-@pytest.mark.parametrize("case", ["missing column", "empty", "isolation", "filter"])
 def adders(n: int) -> list[dict]:
     """`n` distinct passing samples (one per instruction)."""
     return [sample(f"i{i}", 0, f"def add_{i}(a, b):\n    return a + b + {i}\n", f"assert add_{i}(1, 2) == {3 + i}\n",
@@ -224,11 +223,13 @@ def test_bad_inputs(case, tmp_path):
     elif case == "empty":
         (tmp_path / "r.jsonl").write_text("")
         assert_one_line_error(run_script("verify.py", *verify_args(tmp_path / "r.jsonl", out)))
-    elif case == "isolation":
+    else:
         data = write_jsonl(tmp_path / "r.jsonl", SAMPLES[:1])
         assert_one_line_error(run_script("verify.py", *verify_args(data, out, "--isolation", "docker")),
                               "isolation")
-    else:
-        data = write_jsonl(tmp_path / "r.jsonl", SAMPLES[:1])
-        assert_one_line_error(run_script("verify.py", *verify_args(data, out, "--filter", "stricter")),
-                              "--filter must be one of paper, named, adequate, named+adequate, strict")
+
+
+def test_bad_filter_is_a_one_line_error(tmp_path):
+    data = write_jsonl(tmp_path / "r.jsonl", SAMPLES[:1])
+    assert_one_line_error(run_script("verify.py", *verify_args(data, tmp_path / "out", "--filter", "nonsense")),
+                          "--filter must be one of paper, named, adequate, named+adequate, strict, not 'nonsense'")
