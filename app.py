@@ -23,7 +23,8 @@ import pandas as pd
 
 from selfalign.charts import eval_figure, funnels_figure
 from selfalign.errors import UserError
-from selfalign.evaluation import self_verify
+from selfalign.evaluation import self_verify_report
+from selfalign.evaluation.report import significance_markdown
 from selfalign.runview import (
     TABLE_COLUMNS,
     Run,
@@ -112,10 +113,11 @@ def self_verify_view(run: Run) -> tuple[Any, str]:
     reports = run.self_verified
     if not reports:
         return None, "This run has no self-verification (`make self-verify` writes `self-verify/`)."
-    scores, intervals = self_verify.chart_data(reports)
+    scores, intervals = self_verify_report.chart_data(reports)
     figure = eval_figure(scores, "reference pass rate", intervals, group="samples", ymax=None,
-                         note="Wilson 95% intervals")
-    return figure, self_verify.report_markdown(reports).split("\n", 1)[1]  # its heading is the page's
+                         note="95% intervals over problems")
+    # its heading is the page's; then each model against the base, plain and self-verified pass@1 apart
+    return figure, self_verify_report.report_markdown(reports).split("\n", 1)[1] + "\n" + significance_markdown(reports)
 
 
 def open_clicked(spec: str, revision: str) -> tuple[Any, ...]:

@@ -156,13 +156,19 @@ def main() -> None:
                 losses[str(f)] = held_out_loss(model, held, Path(tmp) / "eval")
             report_path.write_text(json.dumps(report, indent=1))
             print(f"{name} · fold {f}: held-out loss {losses[str(f)]:.4f}", flush=True)
-    print(f"\n| setting | held-out loss (mean over {args.folds} folds) | per fold | vs no training |")
-    print("|---|---:|---|---:|")
+    print("\n" + "\n".join(settings_table({name: report[name] for name in [BASELINE, *args.candidates]})))
+
+
+def settings_table(report: dict[str, dict[str, float]]) -> list[str]:
+    """The report (setting -> fold -> held-out loss) as a markdown table, the baseline first."""
+    folds = len(report[BASELINE])
+    lines = [f"| setting | held-out loss (mean over {folds} folds) | per fold | vs no training |", "|---|---:|---|---:|"]
     baseline = statistics.mean(report[BASELINE].values())
-    for name in [BASELINE, *args.candidates]:
+    for name in [BASELINE, *(n for n in report if n != BASELINE)]:
         values = [report[name][k] for k in sorted(report[name])]
         mean = statistics.mean(values)
-        print(f"| {name} | {mean:.4f} | {', '.join(f'{v:.3f}' for v in values)} | {mean - baseline:+.4f} |")
+        lines.append(f"| {name} | {mean:.4f} | {', '.join(f'{v:.3f}' for v in values)} | {mean - baseline:+.4f} |")
+    return lines
 
 
 if __name__ == "__main__":

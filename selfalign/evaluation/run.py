@@ -34,7 +34,7 @@ from selfalign.evaluation.benchmarks import (
     load_humaneval,
 )
 from selfalign.evaluation.prompts import PROMPT_VERSION, STOP, completions
-from selfalign.evaluation.stats import paired_comparison, summarize
+from selfalign.evaluation.stats import SELF_VERIFIED, has_choice_weights, paired_comparison, summarize
 from selfalign.io.files import atomic_write, file_sha256
 from selfalign.io.provenance import library_versions
 from selfalign.templates import prompt_files
@@ -128,15 +128,34 @@ def execute(sandbox: Any, problems: Sequence[Problem], rows: list[dict[str, Any]
         row.update(verdict=result.verdict, reason=result.reason[:500], passed=result.passed)
 
 
-def benchmark_result(spec: RunSpec, bench: Benchmark, rows: list[dict[str, Any]], gen: dict[str, float],
-                     exec_seconds: float, ks: Sequence[int]) -> dict[str, Any]:
-    verdicts = Counter(r["verdict"] for r in rows)
+def benchmark_result(spec: RunSpec, bench: Benchmark, generation: dict[str, float]) -> dict[str, Any]:
+    """What a model × benchmark result records of its generation; `add_execution` adds the verdicts."""
     return {"hash": spec.hash, "source": bench.source, "problems": len(bench.problems or []),
-            "problems_total": bench.total, "subset": bench.subset_note, "summary": summarize(rows, ks),
-            "passed_samples": verdicts.get("pass", 0), "samples_total": len(rows), "verdicts": dict(verdicts),
-            "finish_reasons": dict(Counter(r["finish_reason"] for r in rows)), "generation": gen,
-            "execution_seconds": round(exec_seconds, 2), "settings": spec.settings, "data_fingerprint": spec.data,
-            "samples": rows}
+            "problems_total": bench.total, "subset": bench.subset_note, "generation": generation,
+            "settings": spec.settings, "data_fingerprint": spec.data}
+
+
+def add_execution(result: dict[str, Any], problems: Sequence[Problem], rows: list[dict[str, Any]], sandbox: Any,
+                  ks: Sequence[int], seed: int, resamples: int, desc: str) -> None:
+    """Execute a result's generated `rows` (the reference tests; with self-verified selection the own tests too)
+    and record the verdicts and every figure computed from them in `result`, with the code that judged them."""
+    started = time.time()
+    self_verified = result["settings"].get("selection") == "self_verified"
+    if self_verified:
+        self_verify.execute_both(sandbox, problems, rows, desc)
+    else:
+        execute(sandbox, problems, rows, desc)
+    verdicts = Counter(r["verdict"] for r in rows)
+    result.update(summary=summarize(rows, ks), passed_samples=verdicts.get("pass", 0), samples_total=len(rows),
+                  verdicts=dict(verdicts), finish_reasons=dict(Counter(r["finish_reason"] for r in rows)),
+                  execution_seconds=round(time.time() - started, 2), samples=rows, executed_by=execution_version())
+    if self_verified:
+        result["self_verify"] = self_verify.mechanism(rows, seed, resamples)
+
+
+def generated_rows(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A saved result's samples as generated, without what execution added."""
+    return [{k: v for k, v in s.items() if k not in EXECUTION_KEYS} for s in result["samples"]]
 
 
 def model_info(lazy: Any) -> dict[str, Any]:
@@ -184,8 +203,7 @@ def evaluate_model(label: str, lazy: Any, benchmarks: Sequence[Benchmark], args:
         elif previous and previous.get("hash") == spec.hash:  # the sandbox or the checks changed: run them again
             log.info("%s · %s: generated earlier (%s); executed again by the current code", label, bench.name,
                      spec.hash)
-            generated_rows = [{k: v for k, v in s.items() if k not in EXECUTION_KEYS} for s in previous["samples"]]
-            to_execute.append((bench, spec, generated_rows, previous["generation"], None))
+            to_execute.append((bench, spec, generated_rows(previous), previous["generation"], None))
         else:
             pending.append((bench, spec))
     self_verified = args.selection == "self_verified"
@@ -197,17 +215,9 @@ def evaluate_model(label: str, lazy: Any, benchmarks: Sequence[Benchmark], args:
         to_execute.append((bench, spec, rows, generation_stats(parts), parts))
     lazy.close()  # free the model before the next one loads
     for bench, spec, rows, generation, parts in to_execute:
-        started = time.time()
-        if self_verified:
-            self_verify.execute_both(sandbox(), bench.problems or [], rows, f"execute {label} · {bench.name}")
-        else:
-            execute(sandbox(), bench.problems or [], rows, f"execute {label} · {bench.name}")
-        result["benchmarks"][bench.name] = benchmark_result(spec, bench, rows, generation, time.time() - started,
-                                                            args.pass_k)
-        result["benchmarks"][bench.name]["executed_by"] = executed_by
-        if self_verified:
-            result["benchmarks"][bench.name]["self_verify"] = self_verify.mechanism(rows, seed,
-                                                                                  args.bootstrap_resamples)
+        benchmark = result["benchmarks"][bench.name] = benchmark_result(spec, bench, generation)
+        add_execution(benchmark, bench.problems or [], rows, sandbox(), args.pass_k, seed, args.bootstrap_resamples,
+                      f"execute {label} · {bench.name}")
         atomic_write(path, json.dumps(result, indent=1))
         if parts is not None:
             shutil.rmtree(parts)
@@ -220,7 +230,7 @@ EXECUTION_KEYS = {"verdict", "reason", "passed", "own_verdict", "own_reason", "o
                   *filters.CHECK_COLUMNS}
 
 
-EXECUTION_CODE = ("sandbox/*.py", "filters.py", "evaluation/self_verify.py")  # in the package
+EXECUTION_CODE = ("sandbox/*.py", "filters.py", "mutants.py", "evaluation/self_verify.py", "evaluation/stats.py")  # in the package
 
 
 def execution_version() -> str:
@@ -231,12 +241,25 @@ def execution_version() -> str:
     return hashlib.sha256("".join(file_sha256(path) for path in files).encode()).hexdigest()[:12]
 
 
+def vs_base(base: Mapping[str, Any], result: Mapping[str, Any], base_label: str, seed: int,
+            resamples: int) -> dict[str, Any]:
+    """`result` against `base` on their shared benchmarks: `paired_comparison` of plain pass@1 (`benchmarks`),
+    and where both carry choice weights also of self-verified pass@1 (`self_verified`), each labelled by its
+    `metric`."""
+    shared = [(name, base["benchmarks"][name]["samples"], bench["samples"])
+              for name, bench in result["benchmarks"].items() if name in base["benchmarks"]]
+    comparison: dict[str, Any] = {"base": base_label, "benchmarks": {
+        name: paired_comparison(theirs, ours, seed, resamples) for name, theirs, ours in shared}}
+    checked = {name: paired_comparison(theirs, ours, seed, resamples, SELF_VERIFIED)
+               for name, theirs, ours in shared if has_choice_weights(theirs) and has_choice_weights(ours)}
+    if checked:
+        comparison["self_verified"] = checked
+    return comparison
+
+
 def compare_with_base(out: Path, results: Mapping[str, dict[str, Any]], seed: int, resamples: int) -> None:
-    """Add `vs_base` (per benchmark: `paired_comparison` against the first model) to every other model's result,
-    and save it in `<out>/<label>.json`."""
+    """Add `vs_base` to every model's result but the first (the base), and save it in `<out>/<label>.json`."""
     base_label, base = next(iter(results.items()))
     for label, result in list(results.items())[1:]:
-        result["vs_base"] = {"base": base_label, "benchmarks": {
-            name: paired_comparison(base["benchmarks"][name]["samples"], bench["samples"], seed, resamples)
-            for name, bench in result["benchmarks"].items() if name in base["benchmarks"]}}
+        result["vs_base"] = vs_base(base, result, base_label, seed, resamples)
         atomic_write(out / f"{label}.json", json.dumps(result, indent=1))

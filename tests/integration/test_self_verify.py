@@ -20,11 +20,8 @@ from helpers.local_hub import LocalHub
 
 import app
 from selfalign.evaluation.benchmarks import load_humaneval
-from selfalign.evaluation.self_verify import (
-    execute_both,
-    mechanism,
-    per_task_scores,
-)
+from selfalign.evaluation.self_verify import execute_both, mechanism
+from selfalign.evaluation.stats import SELF_VERIFIED, problem_scores
 from selfalign.io.hub import push_eval
 from selfalign.runview import open_run
 from selfalign.sandbox import Sandbox
@@ -65,7 +62,8 @@ def test_both_verdicts_come_from_the_real_sandbox():
                         ("infra_error", "infra_error")]
     assert rows[0]["own_reason"].startswith("AssertionError") and rows[1]["own_asserts"] == 1
     assert [r["weight"] for r in rows] == [0.0, 0.5, 0.5, 1.0, 0.0]
-    assert per_task_scores(rows) == {"HumanEval/23": (2 / 3, 0.5), "HumanEval/0": (0.5, 1.0)}
+    assert problem_scores(rows) == {"HumanEval/23": 2 / 3, "HumanEval/0": 0.5}
+    assert problem_scores(rows, SELF_VERIFIED) == {"HumanEval/23": 0.5, "HumanEval/0": 1.0}
     m = mechanism(rows, seed=0, resamples=200)
     assert m["table"] == {"own pass, reference pass": 2, "own pass, reference fail": 1,
                           "own fail, reference pass": 1, "own fail, reference fail": 1}
@@ -126,12 +124,14 @@ def test_script_end_to_end_resumes_after_sigkill(tiny_model: str, tmp_path: Path
 
     assert samples(resumed) == samples(straight) and len(samples(straight)) == 12
     result = json.loads((straight / "base.json").read_text())["benchmarks"]["humaneval"]
-    assert result["self_verify"]["samples"] == 12 and set(result["summary"]) == {"pass@1"}
+    assert result["self_verify"]["samples"] == 12 and set(result["summary"]) == {"pass@1", SELF_VERIFIED}
     report = (straight / "results.md").read_text()
     assert "## Self-verification" in report and "| base | humaneval |" in report
     assert (straight / "self_verify.png").read_bytes()[:4] == b"\x89PNG"
     assert "### Self-verification" in (model / "README.md").read_text()
-    assert "Self-verified pass@1" in first.stdout
+    # printed: plain and self-verified pass@1 side by side, the problem-level p, Fisher's only as secondary
+    assert "| plain pass@1 | self-verified pass@1 |" in first.stdout and "p (within problems)" in first.stdout
+    assert "Fisher p (samples)" in first.stdout
     # judged by other code (the sandbox or the filters changed): executed again from the saved samples, not regenerated
     before = samples(straight)
     report = straight / "base.json"

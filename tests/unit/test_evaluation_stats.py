@@ -66,7 +66,7 @@ def outcomes(task_passes: list[list[bool]]) -> list[dict[str, Any]]:
 def test_paired_comparison_identical_models_differ_by_zero():
     rows = outcomes([[i % 3 == 0] for i in range(164)])
     c = paired_comparison(rows, rows, seed=0, resamples=2000)
-    assert c["pass@1_diff"] == 0.0 and c["ci95"] == [0.0, 0.0] and c["mcnemar_p"] == 1.0
+    assert c["diff"] == 0.0 and c["ci95"] == [0.0, 0.0] and c["mcnemar_p"] == 1.0
     assert (c["only_model"], c["only_base"], c["both"], c["problems"]) == (0, 0, 55, 164)
 
 
@@ -74,12 +74,12 @@ def test_paired_comparison_hand_built():
     base = outcomes([[i < 10] for i in range(20)])
     model = outcomes([[i < 12] for i in range(20)])  # solves 2 more, loses none
     c = paired_comparison(base, model, seed=1, resamples=4000)
-    assert c["pass@1_diff"] == pytest.approx(10.0) and (c["only_model"], c["only_base"], c["both"]) == (2, 0, 10)
+    assert c["diff"] == pytest.approx(10.0) and (c["only_model"], c["only_base"], c["both"]) == (2, 0, 10)
     assert c["mcnemar_p"] == pytest.approx(0.5)  # 2 discordant problems, both one way: 2 * (1/2)^2
     assert c["ci95"][0] == 0.0 and 10.0 < c["ci95"][1] <= 30.0  # no problem is lost: never below 0
     assert paired_comparison(base, model, seed=1, resamples=4000) == c  # seeded
     flipped = paired_comparison(model, base, seed=1, resamples=4000)
-    assert flipped["pass@1_diff"] == -10.0 and flipped["ci95"] == [-c["ci95"][1], -c["ci95"][0]]
+    assert flipped["diff"] == -10.0 and flipped["ci95"] == [-c["ci95"][1], -c["ci95"][0]]
     everything = paired_comparison(outcomes([[False]] * 8), outcomes([[True]] * 8), seed=2, resamples=500)
     assert everything["ci95"] == [100.0, 100.0] and everything["mcnemar_p"] == pytest.approx(2 / 2**8)
 
@@ -93,23 +93,40 @@ def test_paired_bootstrap_interval_covers_the_difference_and_narrows_with_more_p
         base = [[rng.random() < 0.3] for _ in range(n)]
         model = [[rng.random() < 0.4] for _ in range(n)]
         c = paired_comparison(outcomes(base), outcomes(model), seed=0, resamples=4000)
-        assert c["ci95"][0] <= c["pass@1_diff"] <= c["ci95"][1]
+        assert c["ci95"][0] <= c["diff"] <= c["ci95"][1]
         only_model = sum(m[0] and not b[0] for b, m in zip(base, model, strict=True))
         assert c["only_model"] == only_model
-        assert c["pass@1_diff"] == pytest.approx(100 * (c["only_model"] - c["only_base"]) / n, abs=0.01)
+        assert c["diff"] == pytest.approx(100 * (c["only_model"] - c["only_base"]) / n, abs=0.01)
         widths.append(c["ci95"][1] - c["ci95"][0])
     assert widths[0] > widths[1] > widths[2]
 
 
-def test_paired_comparison_with_samples_uses_pass_at_1_estimates_and_majorities():
+def test_paired_comparison_with_samples_compares_per_problem_estimates_without_mcnemar():
     base = outcomes([[True, False, False, False], [True, True, True, False], [False] * 4])
     model = outcomes([[True, True, False, False], [True, True, True, True], [True, True, True, False]])
     c = paired_comparison(base, model, seed=0, resamples=1000)
-    assert c["pass@1_diff"] == pytest.approx(100 * (0.25 + 0.25 + 0.75) / 3, abs=0.01)
-    assert c["solved_by"] == "more than half of its 4 samples pass"
-    assert (c["only_model"], c["only_base"], c["both"]) == (1, 0, 1)  # 2 of 4 is no majority: task 0 unsolved
+    assert c["diff"] == pytest.approx(100 * (0.25 + 0.25 + 0.75) / 3, abs=0.01)
+    assert (c["base"], c["model"]) == (round(100 * 4 / 12, 2), round(100 * 9 / 12, 2))
+    assert (c["samples_per_problem"], c["problems_better"], c["problems_worse"]) == (4, 3, 0)
+    assert c["sign_test_p"] == pytest.approx(2 / 2**3)
+    # "solved" (a majority of 4 samples) is not what was drawn: no McNemar with n > 1
+    assert not {"mcnemar_p", "only_model", "only_base"} & set(c)
     with pytest.raises(UserError, match="same problems"):
         paired_comparison(base, model[:4], seed=0, resamples=10)
+
+
+def test_the_sign_test_is_the_brute_force_sign_enumeration():
+    """Two-sided: the share of the 2^m equally likely splits of m differing problems at least as unbalanced."""
+    import itertools
+
+    from selfalign.evaluation.stats import sign_test
+
+    for m in range(1, 11):
+        for better in range(m + 1):
+            splits = [sum(signs) for signs in itertools.product((0, 1), repeat=m)]
+            extreme = sum(abs(k - m / 2) >= abs(better - m / 2) - 1e-12 for k in splits) / 2**m
+            assert sign_test(better, m - better) == pytest.approx(min(1.0, extreme)), (better, m)
+    assert sign_test(0, 0) == 1.0
 
 
 def test_significance_table_lists_every_model_against_the_base():
@@ -119,8 +136,9 @@ def test_significance_table_lists_every_model_against_the_base():
         results[label] = {"vs_base": {"base": "base", "benchmarks": {"humaneval": paired_comparison(
             base, outcomes([[i < solved] for i in range(20)]), seed=0, resamples=500)}}}
     text = significance_markdown(results)
-    assert "| passing | humaneval | +20.0 |" in text and "| failing | humaneval | -20.0 |" in text
-    assert "| 4 | 0 | 0.125 |" in text and "| 0 | 4 | 0.125 |" in text
+    assert "| passing | humaneval | pass@1 | 50.00 | 70.00 | +20.00 |" in text
+    assert "| failing | humaneval | pass@1 | 50.00 | 30.00 | -20.00 |" in text
+    assert "| 4 / 0 | McNemar 0.12 |" in text and "| 0 / 4 | McNemar 0.12 |" in text
     assert significance_markdown({"base": {"benchmarks": {}}}) == ""
 
 

@@ -5,7 +5,6 @@ against gen_responses.py's, and the script end to end with resume after SIGKILL.
 from __future__ import annotations
 
 import itertools
-import math
 import random
 
 import pytest
@@ -15,14 +14,8 @@ from selfalign.backends import BackendOptions
 from selfalign.config import parse_args
 from selfalign.evaluation.arguments import EvaluateArguments, response_settings
 from selfalign.evaluation.benchmarks import load_humaneval
-from selfalign.evaluation.self_verify import (
-    add_choice_weights,
-    mechanism,
-    per_task_scores,
-    rate,
-    task_imports,
-)
-from selfalign.evaluation.stats import per_problem, summarize
+from selfalign.evaluation.self_verify import add_choice_weights, mechanism, rate, task_imports
+from selfalign.evaluation.stats import SELF_VERIFIED, problem_scores, summarize
 from selfalign.responses import ResponseSettings
 
 PROBLEMS = {p.task_id: p for p in load_humaneval().problems or []}
@@ -53,32 +46,39 @@ def test_exact_expectation_equals_brute_force_enumeration():
         rows = [{"task_id": "t", "own_verdict": "pass" if o else "fail", "passed": r} for o, r in zip(own, ref,
                                                                                                     strict=True)]
         add_choice_weights(rows)
-        plain, chosen = per_task_scores(rows)["t"]
+        plain, chosen = problem_scores(rows)["t"], problem_scores(rows, SELF_VERIFIED)["t"]
         assert chosen == pytest.approx(brute_force(own, ref)), (case, own, ref)
         assert plain == pytest.approx(sum(ref) / n)
-        # the evaluation's pass@1 and paired comparison read the same expectation through the weights
-        assert per_problem(rows)["t"][0] == pytest.approx(chosen)
-        assert summarize(rows, [1])["pass@1"] == pytest.approx(100 * chosen, abs=0.005)
+        # the evaluation's summary reports both, each under its own name
+        summary = summarize(rows, [1])
+        assert summary["pass@1"] == pytest.approx(100 * plain, abs=0.005)
+        assert summary[SELF_VERIFIED] == pytest.approx(100 * chosen, abs=0.005)
 
 
-def test_rates_have_wilson_intervals_and_the_tests_are_scipys():
-    figure = rate(3, 20)
-    z, p, n = 1.959963984540054, 3 / 20, 20
-    center, half = (p + z * z / (2 * n)) / (1 + z * z / n), z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n +
-                                                                                            z * z / (4 * n * n))
-    assert figure["rate"] == 15.0 and figure["ci95"] == [round(100 * (center - half), 2), round(100 * (center + half), 2)]
-    assert rate(0, 0)["rate"] is None
-    # 4 tasks x 5 samples; own-passing samples are right twice as often as the rest
-    rows = []
+def clustered_rows() -> list[dict[str, object]]:
+    """4 tasks x 5 samples; own-passing samples are right twice as often as the rest."""
+    rows: list[dict[str, object]] = []
     for t in range(4):
         for i in range(5):
             rows.append({"task_id": f"t{t}", "sample": i, "own_verdict": "pass" if i < 2 else "fail",
                          "own_reason": "" if i < 2 else "AssertionError", "passed": (i == 0) or (i == 2 and t < 2),
                          "code": "", "tests": "", "verdict": "", "reason": ""})
     add_choice_weights(rows)
+    return rows
+
+
+def test_rates_resample_problems_and_the_figures_are_labelled():
+    rows = clustered_rows()
+    # every problem has the same rate (1 of 5 right, or 2 of 5): the problem bootstrap of "all samples" can only
+    # move between those, where a sample-level interval would not know the samples come in fives
+    figure = rate(rows, lambda _: True, seed=0, resamples=2000)
+    assert (figure["k"], figure["n"], figure["problems"], figure["rate"]) == (6, 20, 4, 30.0)
+    assert 20.0 <= figure["ci95"][0] <= 30.0 <= figure["ci95"][1] <= 40.0
+    assert rate(rows, lambda _: False, seed=0, resamples=10)["rate"] is None
     m = mechanism(rows, seed=1, resamples=500)
     assert m["reference_pass"]["all samples"]["k"] == 6 and m["reference_pass"]["own tests pass"]["rate"] == 50.0
-    assert m["enrichment"] == pytest.approx(50.0 / 30.0, abs=1e-3)
+    assert m["enrichment"] == pytest.approx(round((4 / 8) / (6 / 20), 3))  # from counts, not rounded rates
+    assert m["enrichment_ci95"][0] <= m["enrichment"] <= m["enrichment_ci95"][1]
     from scipy.stats import fisher_exact
 
     assert m["fisher_p"] == pytest.approx(float(fisher_exact([[4, 4], [2, 10]]).pvalue))  # pyright: ignore
@@ -86,6 +86,16 @@ def test_rates_have_wilson_intervals_and_the_tests_are_scipys():
     assert sv["plain"] == 30.0 and sv["self-verified"] == 50.0 and sv["tasks_better"] == 4
     assert sv["sign_test_p"] == pytest.approx(0.125)  # 4 of 4 tasks better: 2 / 2**4
     assert sv["ci95"][0] <= sv["diff"] <= sv["ci95"][1]
+
+
+def test_enrichment_is_not_computed_from_rounded_rates():
+    """The base HumanEval run of 2026-12-04: 12 of 31 own-passing right, 57 of 1,640 in all: 11.14x (the
+    rounded percentages 38.71 / 3.48 gave 11.12)."""
+    rows = [{"task_id": f"t{i % 164}", "sample": i, "own_verdict": "pass" if i < 31 else "fail", "own_reason": "",
+             "passed": i < 12 or 31 <= i < 76, "code": "", "tests": "", "verdict": "", "reason": ""}
+            for i in range(1640)]
+    add_choice_weights(rows)
+    assert mechanism(rows, seed=0, resamples=200)["enrichment"] == round((12 / 31) / (57 / 1640), 3) == 11.138
 
 
 def test_recipe_answers_as_gen_responses_does():
