@@ -63,7 +63,7 @@ def test_permutation_p_ignores_what_differs_between_problems():
     assert m["fisher_p"] < 1e-4 and m["permutation_p"] == pytest.approx(1.0)
 
 
-def exact_bootstrap(values: np.ndarray, statistic: Any) -> np.ndarray:
+def exact_bootstrap(values: list[np.ndarray], statistic: Any) -> np.ndarray:
     """The statistic over every one of the n^n equally likely resamples of n problems."""
     n = len(values[0])
     index = np.array(list(itertools.product(range(n), repeat=n)))
