@@ -166,20 +166,18 @@ def mechanism(rows: Sequence[Mapping[str, Any]], seed: int, resamples: int) -> d
     the bootstrap interval of their difference over problems and the sign test; and disagreement examples."""
     from scipy.stats import fisher_exact
 
-    own = np.array([r["own_verdict"] == "pass" for r in rows], dtype=bool)
-    ref = np.array([bool(r["passed"]) for r in rows], dtype=bool)
-    both, own_only = int((own & ref).sum()), int((own & ~ref).sum())
-    ref_only, neither = int((~own & ref).sum()), int((~own & ~ref).sum())
     def own_pass(row: Mapping[str, Any]) -> bool:
         return row["own_verdict"] == "pass"
 
+    own = np.array([own_pass(r) for r in rows], dtype=bool)
+    ref = np.array([bool(r["passed"]) for r in rows], dtype=bool)
+    both, own_only = int((own & ref).sum()), int((own & ~ref).sum())
+    ref_only, neither = int((~own & ref).sum()), int((~own & ~ref).sum())
     fisher = fisher_exact([[both, own_only], [ref_only, neither]])  # two-sided, samples as if independent
     odds, fisher_p = float(fisher.statistic), float(fisher.pvalue)  # pyright: ignore[reportAttributeAccessIssue]
     tasks = sorted({r["task_id"] for r in rows})
-    index = {task: i for i, task in enumerate(tasks)}
-    counts = np.zeros((4, len(tasks)), dtype=np.int64)  # per problem: own-pass & right, own-pass, right, samples
-    for r, o, f in zip(rows, own, ref, strict=True):
-        counts[:, index[r["task_id"]]] += (o and f, o, f, 1)
+    # per problem: own-pass & right, own-pass, right, samples
+    counts = np.array([*counts_per_problem(rows, own_pass), *counts_per_problem(rows, lambda _: True)])
     enrichment = float(enrichment_ratio(counts[0], counts[1], counts[2], counts[3])) if tasks else float("nan")
     interval = stats.problem_bootstrap(list(counts), enrichment_ratio, seed, resamples) if tasks else [np.nan] * 2
     plain = stats.problem_scores(rows)

@@ -96,12 +96,6 @@ def sign_test(better: int, worse: int) -> float:
     return float(binomtest(better, better + worse, 0.5).pvalue) if better + worse else 1.0
 
 
-def mcnemar_exact(only_base: int, only_model: int) -> float:
-    """Two-sided exact McNemar p-value (one sample per problem): the discordant problems split as a fair coin's
-    flips under the null, so it is the sign test of the split."""
-    return sign_test(only_model, only_base)
-
-
 def paired_difference(base: Mapping[str, float], model: Mapping[str, float], seed: int,
                       resamples: int) -> dict[str, Any]:
     """Per-problem scores of two arms on the same problems: mean difference in points with its bootstrap

@@ -17,7 +17,7 @@ from selfalign.evaluation.benchmarks import evalplus_problem, load_humaneval
 from selfalign.evaluation.prompts import completions, extract_code
 from selfalign.evaluation.report import replace_section, significance_markdown
 from selfalign.evaluation.run import generate, load_benchmark, model_info
-from selfalign.evaluation.stats import mcnemar_exact, paired_comparison, pass_at_k, summarize
+from selfalign.evaluation.stats import paired_comparison, pass_at_k, sign_test, summarize
 
 HE = read_problems()
 
@@ -43,12 +43,13 @@ def test_summarize_averages_problems():
 
 
 def test_mcnemar_exact_hand_computed():
-    assert mcnemar_exact(10, 2) == pytest.approx(2 * (1 + 12 + 66) / 2**12)  # 0.0386
-    assert mcnemar_exact(2, 10) == mcnemar_exact(10, 2)
-    assert mcnemar_exact(0, 6) == pytest.approx(2 / 2**6)
-    assert mcnemar_exact(1, 9) == pytest.approx(2 * (1 + 10) / 2**10)
-    assert mcnemar_exact(3, 0) == pytest.approx(0.25)
-    assert mcnemar_exact(5, 5) == 1.0 and mcnemar_exact(0, 1) == 1.0 and mcnemar_exact(0, 0) == 1.0
+    # exact McNemar (one sample per problem) is the sign test of the discordant problems' split
+    assert sign_test(10, 2) == pytest.approx(2 * (1 + 12 + 66) / 2**12)  # 0.0386
+    assert sign_test(2, 10) == sign_test(10, 2)
+    assert sign_test(0, 6) == pytest.approx(2 / 2**6)
+    assert sign_test(1, 9) == pytest.approx(2 * (1 + 10) / 2**10)
+    assert sign_test(3, 0) == pytest.approx(0.25)
+    assert sign_test(5, 5) == 1.0 and sign_test(0, 1) == 1.0 and sign_test(0, 0) == 1.0
 
 
 def test_mcnemar_exact_is_the_doubled_binomial_tail():
@@ -56,7 +57,7 @@ def test_mcnemar_exact_is_the_doubled_binomial_tail():
         for c in range(0, 61, 4):
             if b + c:
                 tail = sum(comb(b + c, i) for i in range(min(b, c) + 1)) / 2 ** (b + c)
-                assert mcnemar_exact(b, c) == pytest.approx(min(1.0, 2 * tail), rel=1e-9)
+                assert sign_test(b, c) == pytest.approx(min(1.0, 2 * tail), rel=1e-9)
 
 
 def outcomes(task_passes: list[list[bool]]) -> list[dict[str, Any]]:
