@@ -85,6 +85,11 @@ def result_settings(args: EvaluateArguments, chat: str, seed: int) -> dict[str, 
     return settings
 
 
+def run_spec(bench: Benchmark, model: dict[str, Any], args: EvaluateArguments, chat: str, seed: int) -> RunSpec:
+    """What `model` (its `model_info`) on `bench` with these settings depends on."""
+    return RunSpec(bench.name, fingerprint(bench.problems or []), model, result_settings(args, chat, seed))
+
+
 def generate(lazy: Any, problems: Sequence[Problem], chunk_size: int, parts: Path, desc: str,
              answer: Callable[[Any, Sequence[Problem], int], list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """`answer(backend, chunk, start)` for every chunk of problems, each saved under `parts` with its generation
@@ -194,8 +199,7 @@ def evaluate_model(label: str, lazy: Any, benchmarks: Sequence[Benchmark], args:
         if bench.problems is None:
             result["not_run"][bench.name] = bench.source
             continue
-        spec = RunSpec(bench.name, fingerprint(bench.problems), model,
-                       result_settings(args, lazy.options.chat, seed))
+        spec = run_spec(bench, model, args, lazy.options.chat, seed)
         previous = saved.get("benchmarks", {}).get(bench.name)
         if previous and previous.get("hash") == spec.hash and previous.get("executed_by") == executed_by:
             log.info("%s · %s: finished earlier (%s), not redone", label, bench.name, spec.hash)

