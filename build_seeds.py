@@ -79,6 +79,9 @@ def extract_chunk(docs, args: SeedArguments, decontam: Decontaminator, funnel: F
     candidates = []
     for doc in docs:
         funnel.count("source files")
+        if doc.bad_cell:
+            funnel.count(f"source files with a {doc.bad_cell}")
+            continue
         try:
             found = list(extract_seeds(doc.text, max_lines=args.max_lines, banned_imports=args.banned_imports))
         except (SyntaxError, ValueError, RecursionError):

@@ -14,6 +14,7 @@ from selfalign.config import as_dict, parse_args
 from selfalign.console import setup_logging
 from selfalign.errors import run_main
 from selfalign.funnel import Funnel
+from selfalign.io.cells import Cell
 from selfalign.io.files import read_jsonl
 from selfalign.io.inputs import read_rows
 from selfalign.io.stage_run import StageRun
@@ -54,7 +55,8 @@ class InstructionArguments:
 def main() -> None:
     setup_logging()
     run_args, args, model_args = parse_args("gen_instructions", InstructionArguments, BackendOptions)
-    seeds, seeds_ref = read_rows(run_args.input, ["seed_id", "content"], "seeds", args.max_rows)
+    seeds, seeds_ref, bad_cells = read_rows(run_args.input, {"seed_id": Cell.ID, "content": Cell.TEXT}, "seeds",
+                                            args.max_rows)
     model = LazyBackend(model_args)
     stage = StageRun(STAGE, "gen_instructions.py", run_args, as_dict(run_args, args, model_args),
                      {"seeds": seeds_ref.to_dict(), "model": model.model_info()})
@@ -107,6 +109,7 @@ def main() -> None:
     if not stage.map_chunks("generate", seeds, args.chunk_size, write_instructions, desc="S→C→I", backend=model):
         return
     funnel = Funnel(STAGE)
+    bad_cells.add_to(funnel)
     rows = stage.parts("generate", range(0, len(seeds), args.chunk_size), funnel)
     stage.publish(rows, funnel, f"{len(rows)} instructions from {len(seeds)} seeds", model=model.model_info(),
                   prompt_files=prompt_files(), license="other",

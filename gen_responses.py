@@ -14,6 +14,7 @@ from selfalign.config import as_dict, parse_args
 from selfalign.console import setup_logging
 from selfalign.errors import run_main
 from selfalign.funnel import Funnel
+from selfalign.io.cells import Cell
 from selfalign.io.inputs import read_rows
 from selfalign.io.stage_run import StageRun
 from selfalign.responses import ResponseSettings, check_settings, respond
@@ -32,8 +33,8 @@ class ResponseArguments(ResponseSettings):
 def main() -> None:
     setup_logging()
     run_args, args, model_args = parse_args("gen_responses", ResponseArguments, BackendOptions)
-    instructions, instructions_ref = read_rows(run_args.input, ["instruction_id", "instruction"], "instructions",
-                                               args.max_rows)
+    instructions, instructions_ref, bad_cells = read_rows(
+        run_args.input, {"instruction_id": Cell.ID, "instruction": Cell.TEXT}, "instructions", args.max_rows)
     check_settings(args)
     model = LazyBackend(model_args)
     stage = StageRun(STAGE, "gen_responses.py", run_args, as_dict(run_args, args, model_args),
@@ -56,6 +57,7 @@ def main() -> None:
     if not stage.map_chunks("generate", instructions, args.chunk_size, answer, desc="I→R", backend=model):
         return
     funnel = Funnel(STAGE)
+    bad_cells.add_to(funnel)
     rows = stage.parts("generate", range(0, len(instructions), args.chunk_size), funnel)
     stage.publish(rows, funnel, f"{len(rows)} samples for {len(instructions)} instructions", model=model.model_info(),
                   prompt_files=prompt_files(), license="other",

@@ -21,6 +21,7 @@ from selfalign.config import RunArguments, as_dict, parse_args
 from selfalign.console import log, setup_logging
 from selfalign.errors import fail, run_main
 from selfalign.funnel import Funnel
+from selfalign.io.cells import Cell
 from selfalign.io.hub import has_tag, push_model
 from selfalign.io.inputs import read_rows
 from selfalign.io.stage_run import StageRun
@@ -73,8 +74,10 @@ def main() -> None:
                             output_dir=sft_config.output_dir if explicit else None)
     sft_config.output_dir = str(run_args.stage_output_dir(STAGE))
     funnel = Funnel(STAGE)
-    rows, data_ref = read_rows(args.input, ["prompt", "completion"], "verified", args.max_rows)
+    rows, data_ref, bad_cells = read_rows(args.input, {"prompt": Cell.TURNS_OR_TEXT, "completion": Cell.TURNS_OR_TEXT},
+                                          "verified", args.max_rows)
     funnel.rows_in = len(rows)
+    bad_cells.add_to(funnel)
     rows = conversation_rows(rows, funnel)
     if not rows:
         fail(f"input {args.input} has no well-formed prompt/completion rows to train on")

@@ -43,6 +43,7 @@ from selfalign.dedup import near_duplicates
 from selfalign.errors import fail, run_main
 from selfalign.filters import CHECK_COLUMNS, FILTERS, check_samples, refusal
 from selfalign.funnel import Funnel
+from selfalign.io.cells import Cell
 from selfalign.io.inputs import read_rows
 from selfalign.io.rows import Rows, SubRows, TableRows, TextColumn
 from selfalign.io.stage_run import StageRun
@@ -50,7 +51,9 @@ from selfalign.sandbox import ISOLATIONS, Sandbox
 from selfalign.seeding import row_rng
 
 STAGE = "verified"
-COLUMNS = ["sample_id", "instruction_id", "sample_index", "instruction", "response", "code", "tests"]
+# what a responses row must hold; an unparsed sample's code and tests are empty strings, judged (infra_error)
+COLUMNS = {"sample_id": Cell.ID, "instruction_id": Cell.ID, "sample_index": Cell.INTEGER, "instruction": Cell.TEXT,
+           "response": Cell.STRING, "code": Cell.STRING, "tests": Cell.STRING}
 DESCRIBED = {"passing": "whose {filter}",
              "random": "chosen at random whatever its tests did in the sandbox",
              "failing": "whose own tests failed, errored or timed out in the sandbox"}
@@ -397,20 +400,22 @@ def main() -> None:
     if args.isolation == "none" and not args.from_verdicts:
         log.warning("--isolation none: samples run WITHOUT isolation (they can read and write what you can)")
     if args.from_verdicts:  # a new selection from a finished run's verdicts: nothing runs again
-        checked = list(CHECK_COLUMNS) if args.filter != "paper" else []
-        samples, ref = read_rows(run_args.input, [*COLUMNS, "verdict", "asserts", *checked], "verified",
-                                 config="verdicts")
+        checked = list(CHECK_COLUMNS) if args.filter != "paper" else []  # verify wrote them: present is enough
+        columns = {**COLUMNS, "verdict": Cell.TEXT, **dict.fromkeys(["asserts", *checked], Cell.PRESENT)}
+        samples, ref, bad_cells = read_rows(run_args.input, columns, "verified", config="verdicts")
     else:
-        samples, ref = read_rows(run_args.input, COLUMNS, "responses")
+        samples, ref, bad_cells = read_rows(run_args.input, COLUMNS, "responses")
     inputs = {"verdicts" if args.from_verdicts else "responses": ref.to_dict()}
     stage = StageRun(STAGE, "verify.py", run_args, as_dict(run_args, args), inputs)
     if stage.complete():  # this version is done (and pushed, when asked)
         return
     funnel = Funnel(STAGE)
+    bad_cells.add_to(funnel)
     if args.from_verdicts:
         if not stage.finalizer or not stage.claim_output():  # one shard selects; the others find it written
             return
-        verdicts, funnel.rows_in = samples, len(samples)
+        verdicts = samples
+        funnel.rows_in += len(samples)
     else:
         chunks = range(0, len(samples), args.chunk_size)
         with lazy_sandbox(args) as sandbox:

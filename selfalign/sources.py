@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from selfalign.errors import fail
+from selfalign.io.cells import Cell, python_problems
 from selfalign.io.inputs import (
     declared_configs,
     is_dataset_dir,
@@ -41,6 +42,7 @@ class Document:
     text: str
     source: str
     license: str
+    bad_cell: str | None = None  # a dataset row whose code cell is no string: why (counted, not parsed)
 
 
 @dataclass
@@ -96,7 +98,11 @@ def row_document(source: SourceSpec, i: int, row: Mapping[str, Any]) -> Document
     if source.license_column:
         value = row.get(source.license_column)
         license = ", ".join(map(str, value)) if isinstance(value, list) else str(value or "unknown")
-    return Document(path, str(row.get(source.code_column) or ""), source.spec, license)
+    code = row.get(source.code_column)
+    if isinstance(code, str):
+        return Document(path, code, source.spec, license)
+    problem = python_problems([row], {source.code_column: Cell.STRING})[0]  # e.g. `content is null`
+    return Document(path, "", source.spec, license, bad_cell=f"bad cell: {problem}")
 
 
 def iter_documents(source: SourceSpec) -> Iterator[Document]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from selfalign.decontam import hub_reachable
 from selfalign.errors import fail
+from selfalign.io.cells import Cell, python_problems
 from selfalign.io.files import read_jsonl
 
 BENCHMARKS = ("humaneval", "humaneval+", "mbpp", "mbpp+", "selfalign-dev")
@@ -172,6 +173,15 @@ def evalplus_problem(name: str, row: Mapping[str, Any]) -> Problem:
     return mbpp_problem(f"Mbpp/{task_id}", row["prompt"], row["test_list"][0], tests, row["code"])
 
 
+def evalplus_columns(name: str, row: Mapping[str, Any]) -> dict[str, Cell]:
+    """The text fields `evalplus_problem` reads from rows in the format of `row` (release or Hub)."""
+    if name.startswith("humaneval"):
+        return {"task_id": Cell.ID, "prompt": Cell.TEXT, "entry_point": Cell.TEXT, "canonical_solution": Cell.TEXT,
+                **({} if "base_input" in row else {"test": Cell.TEXT})}
+    return {"prompt": Cell.TEXT, **({"canonical_solution": Cell.TEXT} if "base_input" in row else
+                                    {"code": Cell.TEXT, "test_list": Cell.PRESENT})}
+
+
 def load_evalplus(name: str, path: str | None) -> Benchmark:
     """From a local jsonl if given (argument or evalplus's override variable), else the Hub when reachable."""
     path = path or os.environ.get(OVERRIDE_ENV[name])
@@ -192,9 +202,12 @@ def load_evalplus(name: str, path: str | None) -> Benchmark:
             return Benchmark(name, None, f"not run: loading {HUB_DATASETS[name]} failed: "
                                          f"{str(err).splitlines()[0] if str(err) else type(err).__name__}")
         source = f"Hub dataset {HUB_DATASETS[name]}"
+    for i, problem in enumerate(python_problems(rows, evalplus_columns(name, rows[0]) if rows else {})):
+        if problem:  # a benchmark runs whole or not at all: a problem left out would change every score
+            fail(f"{name} data from {source}: row {i + 1}'s {problem}")
     try:
         problems = [evalplus_problem(name, row) for row in rows]
-    except (KeyError, TypeError, IndexError) as err:
+    except (KeyError, TypeError, IndexError, AttributeError) as err:
         fail(f"{name} data from {source} is not in evalplus's format: missing or bad field {err}")
     return Benchmark(name, problems, source, len(problems))
 

@@ -8,16 +8,21 @@ Local parquet files are read as they are, a row group at a time (`rows.ParquetRo
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from selfalign.errors import fail
-from selfalign.io.rows import ParquetRows, Rows, TableRows
+from selfalign.console import log
+from selfalign.errors import UserError, fail
+from selfalign.funnel import Funnel
+from selfalign.io.cells import Cell, check_table
+from selfalign.io.rows import ParquetRows, Rows, SubRows, TableRows
 from selfalign.models import HUB_ID
 
 
@@ -44,6 +49,12 @@ def _sha256_files(paths: Sequence[Path]) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()[:16]
+
+
+def _blank(path: Path) -> bool:
+    """Whether a JSON (Lines) file holds nothing but whitespace (only small files are read to tell)."""
+    size = path.stat().st_size
+    return size == 0 or (size < 1 << 16 and path.suffix != ".gz" and not path.read_bytes().strip())
 
 
 def local_data_files(path: Path) -> list[Path]:
@@ -110,6 +121,9 @@ def load_input(spec: str, split: str = "train", streaming: bool = False, default
             return ds, InputRef(spec, "local", None, fingerprint)
         files, config = local_input_files(spec, path, config, default_config)
         builder = "parquet" if files[0].suffix == ".parquet" else "json"
+        if builder == "json" and all(_blank(f) for f in files):  # datasets would say only "StopIteration"
+            held = "it holds" if path.is_file() else f"its data files ({', '.join(f.name for f in files)}) hold"
+            fail(f"input {spec} is empty: {held} no rows")
         if not config and builder == "parquet" and sum(pq.read_metadata(f).num_rows for f in files) == 0:
             fail(f"input {spec} has no rows")  # datasets cannot even build an empty split from them
         try:
@@ -163,11 +177,25 @@ def local_input_files(spec: str, path: Path, config: str | None,
     return files, None
 
 
-def read_rows(spec: str | None, needed: Sequence[str], what: str, max_rows: int | None = None,
-              config: str | None = None) -> tuple[Rows, InputRef]:
+@dataclass(frozen=True)
+class BadCells:
+    """The input rows dropped for a bad cell, per reason (`bad cell: instruction is null`). Every shard and
+    every resumed run drops the same rows; the stage adds them to its final funnel once (`add_to`)."""
+
+    counts: dict[str, int]
+
+    def add_to(self, funnel: Funnel) -> None:
+        funnel.rows_in += sum(self.counts.values())
+        for reason, n in self.counts.items():
+            funnel.drop(reason, n)
+
+
+def read_rows(spec: str | None, needed: Mapping[str, Cell], what: str, max_rows: int | None = None,
+              config: str | None = None) -> tuple[Rows, InputRef, BadCells]:
     """A stage's input rows (the first `max_rows`; of `config` unless the spec names one): required, loadable,
-    with the needed columns, not empty. Local parquet files are read a row group at a time as rows are used;
-    other inputs go through `datasets` and stay in its memory-mapped Arrow table until read."""
+    with the needed columns, not empty, and without the rows whose needed cells are bad (`drop_bad_rows`).
+    Local parquet files are read a row group at a time as rows are used; other inputs go through `datasets`
+    and stay in its memory-mapped Arrow table until read."""
     if not spec:
         fail(f"--input is required: the {what} dataset (a path or org/name[:config][@revision])")
     where, named, revision = split_spec(spec)
@@ -184,16 +212,54 @@ def read_rows(spec: str | None, needed: Sequence[str], what: str, max_rows: int 
             require_columns(rows.column_names, needed, spec)
             if not len(rows):
                 fail(f"input {spec} has no rows")
-            return rows, InputRef(spec, "local", None, _sha256_files(files), used)  # as `load_input` records it
+            kept, bad = drop_bad_rows(rows, needed, spec)
+            return kept, InputRef(spec, "local", None, _sha256_files(files), used), bad  # as `load_input` records it
     ds, ref = load_input(spec, default_config=what, config=config)
     require_columns(ds.column_names, needed, spec)
     n = len(ds) if max_rows is None else min(len(ds), max(max_rows, 0))
     if not n:
         fail(f"input {spec} has no rows")
-    return TableRows(ds.with_format("arrow")[:n]), ref  # a zero-copy slice of the memory map
+    kept, bad = drop_bad_rows(TableRows(ds.with_format("arrow")[:n]), needed, spec)  # a zero-copy slice of the map
+    return kept, ref, bad
+
+
+def drop_bad_rows(rows: Rows, needed: Mapping[str, Cell], spec: str) -> tuple[Rows, BadCells]:
+    """`rows` without those whose needed cells are bad (`cells.check_table`, a batch of the needed columns at a
+    time), and how many went per reason; an input of bad rows only is a one-line error naming the first."""
+    checked = {name: kind for name, kind in needed.items() if kind is not Cell.PRESENT}
+    decode = any(isinstance(rows.schema.field(name).type, pa.JsonType) for name in checked)
+    try:
+        if decode:  # JSON text of mixed types (a JSON Lines input, in memory already): decoded, then checked
+            reasons, table = check_table(rows.table(0, len(rows)), checked)
+            rows, batches = TableRows(table), [reasons]
+        else:
+            batches = [check_table(batch, checked)[0] for batch in rows.batches(columns=list(checked))]
+    except UserError as err:
+        fail(f"input {spec}: {err}")
+    counts: Counter[str] = Counter()
+    keep = np.ones(len(rows), dtype=bool)
+    offset = 0
+    for reasons in batches:
+        bad = reasons.is_valid().to_numpy(zero_copy_only=False)
+        if bad.any():
+            counts.update(reasons.filter(pa.array(bad)).to_pylist())
+            keep[offset : offset + len(bad)] &= ~bad
+        offset += len(bad)
+    if not counts:
+        return rows, BadCells({})
+    if not keep.any():
+        first = str(batches[0][0].as_py()).removeprefix("bad cell: ")
+        tally = ", ".join(f"{n} {reason.removeprefix('bad cell: ')}" for reason, n in counts.items())
+        fail(f"input {spec} has no usable row: row 1's {first}, and every row has a bad cell ({tally})")
+    log.warning("input %s: %d of %d rows dropped for a bad cell (%s)", spec, keep.size - keep.sum(), keep.size,
+                ", ".join(f"{reason}: {n}" for reason, n in counts.items()))
+    if isinstance(rows, TableRows):
+        return TableRows(rows.table(0, len(rows)).filter(pa.array(keep))), BadCells(dict(counts))
+    return SubRows(rows, np.flatnonzero(keep)), BadCells(dict(counts))
 
 
 def require_columns(columns: Iterable[str] | None, needed: Iterable[str], spec: str) -> None:
+    """Fail unless every `needed` column is there (a mapping of columns to their kinds gives its keys)."""
     have = list(columns or [])
     missing = [c for c in needed if c not in have]
     if missing:

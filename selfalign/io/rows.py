@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+Indices = Sequence[int] | np.ndarray  # row positions
 ROW_GROUP = 10_000  # rows per row group written, and per batch read when iterating: bounds both buffers
 
 
@@ -37,7 +38,7 @@ class Rows(Sequence[dict[str, Any]]):
         """Rows [start, stop) as an Arrow table of `columns` (all by default), typed as `schema`."""
         raise NotImplementedError
 
-    def take(self, indices: Sequence[int], columns: Sequence[str] | None = None) -> pa.Table:
+    def take(self, indices: Indices, columns: Sequence[str] | None = None) -> pa.Table:
         """The rows at `indices`, in that order."""
         if not len(indices):
             return _empty(self.schema, columns)
@@ -132,7 +133,7 @@ class TableRows(Rows):
         piece = self._table.slice(start, stop - start)
         return piece if columns is None else piece.select(list(columns))
 
-    def take(self, indices: Sequence[int], columns: Sequence[str] | None = None) -> pa.Table:
+    def take(self, indices: Indices, columns: Sequence[str] | None = None) -> pa.Table:
         table = self._table if columns is None else self._table.select(list(columns))
         return table.take(pa.array(np.asarray(indices, dtype=np.int64)))
 
@@ -192,7 +193,7 @@ class ParquetRows(Rows):
             pieces.append(self._read(unit, columns).slice(low, high - low))
         return pa.concat_tables(pieces)
 
-    def take(self, indices: Sequence[int], columns: Sequence[str] | None = None) -> pa.Table:
+    def take(self, indices: Indices, columns: Sequence[str] | None = None) -> pa.Table:
         """Reads each row group holding one of `indices` once, whatever their order."""
         if not len(indices):
             return _empty(self._schema, columns)
@@ -210,8 +211,8 @@ class ParquetRows(Rows):
 class SubRows(Rows):
     """The rows of `base` at `indices`, in that order (e.g. the candidates dedup kept)."""
 
-    def __init__(self, base: Rows, indices: Sequence[int]) -> None:
-        self.base, self.indices = base, list(indices)
+    def __init__(self, base: Rows, indices: Indices) -> None:
+        self.base, self.indices = base, np.asarray(indices, dtype=np.int64)  # 8 bytes an index, not a Python int
 
     @property
     def schema(self) -> pa.Schema:
@@ -223,8 +224,8 @@ class SubRows(Rows):
     def table(self, start: int, stop: int, columns: Sequence[str] | None = None) -> pa.Table:
         return self.base.take(self.indices[start:stop], columns)
 
-    def take(self, indices: Sequence[int], columns: Sequence[str] | None = None) -> pa.Table:
-        return self.base.take([self.indices[i] for i in indices], columns)
+    def take(self, indices: Indices, columns: Sequence[str] | None = None) -> pa.Table:
+        return self.base.take(self.indices[np.asarray(indices, dtype=np.int64)], columns)
 
 
 class WithColumns(Rows):
@@ -246,7 +247,7 @@ class WithColumns(Rows):
         names = list(self.schema.names) if columns is None else list(columns)
         return self._add(self.base.table(start, stop, [c for c in names if c not in self.values]), names)
 
-    def take(self, indices: Sequence[int], columns: Sequence[str] | None = None) -> pa.Table:
+    def take(self, indices: Indices, columns: Sequence[str] | None = None) -> pa.Table:
         names = list(self.schema.names) if columns is None else list(columns)
         return self._add(self.base.take(indices, [c for c in names if c not in self.values]), names)
 
