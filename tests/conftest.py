@@ -14,6 +14,7 @@ from helpers.local_hub import LocalHub
 from helpers.recorded_run import record_run
 
 from selfalign.models import resolve_model
+from selfalign.tiny_model import build_tiny_model
 
 TIERS = ("unit", "integration", "slow")
 
@@ -68,19 +69,8 @@ def verified(tmp_path: Path) -> Path:
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A randomly initialised 2-layer Llama with the real SmolLM2 tokenizer and chat template: fast, and its
     output is the malformed text the stages must count and survive."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct").path)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     folder = tmp_path_factory.mktemp("tiny-model")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return str(build_tiny_model(folder, resolve_model("smollm2-135m-instruct").path))
 
 
 @pytest.fixture(scope="session")
