@@ -43,7 +43,7 @@ HERE = Path(__file__).resolve().parents[1]
 WORDS = [f"{a}{b}" for a in ("data", "item", "node", "value", "count", "list", "text", "key", "row", "path",
                                "name", "size", "index", "total", "result", "word", "line", "char", "score", "cost")
          for b in ("", "s", "_a", "_b", "_max", "_min", "_id", "_map", "_set", "_sum", "_len", "_idx")]
-SAMPLES_PER_INSTRUCTION = 4
+SAMPLES_PER_INSTRUCTION = 10  # the recipes' num_samples (demo and paper)
 
 
 def words(rng: random.Random, n: int) -> str:
@@ -54,6 +54,12 @@ def function(rng: random.Random, name: str) -> str:
     body = "\n".join(f"    {rng.choice(WORDS)} = {rng.choice(WORDS)} + {rng.randint(0, 999)}" for _ in range(6))
     return (f"def {name}(values: list[int]) -> int:\n    \"\"\"{words(rng, 12)}.\n\n    {words(rng, 10)}.\n"
             f"    \"\"\"\n{body}\n    return len(values) + {rng.randint(0, 99)}\n")
+
+
+def helper(rng: random.Random, name: str) -> str:
+    """An undocumented function: most of a real source file, which extraction drops ("no docstring")."""
+    body = "\n".join(f"    {rng.choice(WORDS)} = {rng.choice(WORDS)} * {rng.randint(0, 999)}" for _ in range(10))
+    return f"def {name}(values):\n{body}\n    return values\n"
 
 
 def responses_table(n: int) -> pa.Table:
@@ -69,7 +75,7 @@ def responses_table(n: int) -> pa.Table:
         rows.append({
             "sample_id": f"s{i:09d}", "instruction_id": instruction_id, "seed_id": f"seed{i // 8:08d}",
             "sample_index": index, "instruction": instruction,
-            "response": f"{words(rng, 30)}\n\n```python\n{code}```\n\n## Tests\n```python\n{tests}```\n",
+            "response": f"{words(rng, 120)}\n\n```python\n{code}```\n\n## Tests\n```python\n{tests}```\n",
             "code": code, "tests": tests, "parse_status": "ok", "finish_reason": "stop",
             "completion_tokens": rng.randint(50, 400), "error": None,
         })
@@ -77,12 +83,14 @@ def responses_table(n: int) -> pa.Table:
 
 
 def source_table(n: int) -> pa.Table:
-    """`n` source files, one documented function each; every tenth a near-copy of the one before."""
+    """`n` source files of ~3 KB (a real file's size), one documented function each among undocumented ones; every
+    tenth a near-copy of the one before."""
     rng = random.Random(n)
     rows, previous = [], ""
     for i in range(n):
         text = previous.replace("return len", "return 1 + len") if i % 10 == 9 else \
-            f"import math\n\n\n{function(rng, f'g{i}')}"
+            f"# {words(rng, 12)}\nimport math\n\n\n{function(rng, f'g{i}')}\n\n" + \
+            "\n\n".join(helper(rng, f"_h{i}_{k}") for k in range(8))
         rows.append({"content": text, "path": f"pkg/mod{i}.py"})
         previous = text
     return pa.Table.from_pylist(rows)
@@ -99,8 +107,9 @@ def write_dataset(table: pa.Table, folder: Path, rows_per_file: int = 100_000) -
 
 def kept_bytes(stage: str, table: pa.Table) -> int:
     """Arrow size of the columns the stage's global step needs for every row (see the module's docstring)."""
-    if stage == "build_seeds":
-        return table.column("content").nbytes
+    if stage == "build_seeds":  # the documented function of each file (its undocumented helpers are dropped)
+        return sum(len(text[text.index("def g"):text.index("\ndef _h")].encode())
+                   for text in table.column("content").to_pylist())
     first = table.filter(pa.array(table.column("sample_index").to_numpy() == 0))
     verdicts = table.num_rows * 8  # a short string each: Arrow offset and characters
     return table.select(["sample_id", "instruction_id", "sample_index"]).nbytes + verdicts + \
