@@ -8,11 +8,12 @@ Local parquet files are read as they are, a row group at a time (`rows.ParquetRo
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pyarrow as pa
@@ -125,7 +126,7 @@ def load_input(spec: str, split: str = "train", streaming: bool = False, default
             held = "it holds" if path.is_file() else f"its data files ({', '.join(f.name for f in files)}) hold"
             fail(f"input {spec} is empty: {held} no rows")
         if not config and builder == "parquet" and sum(pq.read_metadata(f).num_rows for f in files) == 0:
-            fail(f"input {spec} has no rows")  # datasets cannot even build an empty split from them
+            no_rows(spec, path)  # datasets cannot even build an empty split from them
         try:
             if config:
                 ds = datasets.load_dataset(builder, data_files=[str(f) for f in files], split=split,
@@ -208,17 +209,17 @@ def read_rows(spec: str | None, needed: Mapping[str, Cell], what: str, max_rows:
             except (OSError, pa.ArrowException) as err:
                 fail(f"cannot read {spec}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
             if not rows.offsets[-1]:  # before the columns: files of no rows may have none
-                fail(f"input {spec} has no rows")
+                no_rows(spec, path)
             require_columns(rows.column_names, needed, spec)
             if not len(rows):
-                fail(f"input {spec} has no rows")
+                no_rows(spec, path)
             kept, bad = drop_bad_rows(rows, needed, spec)
             return kept, InputRef(spec, "local", None, _sha256_files(files), used), bad  # as `load_input` records it
     ds, ref = load_input(spec, default_config=what, config=config)
     require_columns(ds.column_names, needed, spec)
     n = len(ds) if max_rows is None else min(len(ds), max(max_rows, 0))
     if not n:
-        fail(f"input {spec} has no rows")
+        no_rows(spec, path)
     kept, bad = drop_bad_rows(TableRows(ds.with_format("arrow")[:n]), needed, spec)  # a zero-copy slice of the map
     return kept, ref, bad
 
@@ -256,6 +257,22 @@ def drop_bad_rows(rows: Rows, needed: Mapping[str, Cell], spec: str) -> tuple[Ro
     if isinstance(rows, TableRows):
         return TableRows(rows.table(0, len(rows)).filter(pa.array(keep))), BadCells(dict(counts))
     return SubRows(rows, np.flatnonzero(keep)), BadCells(dict(counts))
+
+
+def no_rows(spec: str, path: Path) -> NoReturn:
+    """The one-line error of an input with no rows; for a selfalign stage output, what its stage kept of what it
+    read (a demo's verify can keep no answer at all: then training has nothing to run on)."""
+    provenance = path / "provenance.json"
+    try:
+        funnel = json.loads(provenance.read_text()).get("funnel") if provenance.is_file() else None
+    except (OSError, ValueError):
+        funnel = None
+    if isinstance(funnel, dict) and funnel.get("rows_in"):
+        drops = ", ".join(f"{reason} {n:,}" for reason, n in sorted(funnel.get("dropped", {}).items(),
+                                                                   key=lambda item: -item[1])[:3])
+        fail(f"input {spec} has no rows: its stage ({funnel.get('stage')}) kept none of the {funnel['rows_in']:,} "
+             f"it read ({drops}); rerun the earlier stages with more rows (e.g. gen_instructions.py --max_rows)")
+    fail(f"input {spec} has no rows")
 
 
 def require_columns(columns: Iterable[str] | None, needed: Iterable[str], spec: str) -> None:

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 from helpers import assert_one_line_error, run_script
 from helpers.data import RESPONSE, sft_rows, train_args, weights, write_dataset
+from helpers.recorded_run import finalize
 
 from selfalign.funnel import Funnel
 from selfalign.models import resolve_model
@@ -132,6 +133,14 @@ def test_bad_inputs_give_one_line_errors(tiny_model: str, verified: Path, tmp_pa
     schema = pa.schema([("prompt", pa.string()), ("completion", pa.string())])
     empty = write_dataset(tmp_path / "empty", [], schema)
     assert_one_line_error(run_script("train_sft.py", *train_args(empty, tiny_model, tmp_path / "b")), "no rows")
+    kept_none = Funnel("verified")  # verify's output when no answer passed (a demo run can keep none)
+    kept_none.rows_in = 80
+    kept_none.drop("verdict error", 59)
+    kept_none.drop("verdict fail", 21)
+    finalize(tmp_path / "kept-none", "verified", [], kept_none)
+    assert_one_line_error(run_script("train_sft.py", *train_args(tmp_path / "kept-none", tiny_model, tmp_path / "f")),
+                          "has no rows: its stage (verified) kept none of the 80 it read (verdict error 59, verdict "
+                          "fail 21); rerun the earlier stages with more rows")
     malformed = write_dataset(tmp_path / "malformed", [{"prompt": "x", "completion": "y"}])
     assert_one_line_error(run_script("train_sft.py", *train_args(malformed, tiny_model, tmp_path / "c")),
                           "no well-formed")
